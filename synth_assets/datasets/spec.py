@@ -1,0 +1,412 @@
+"""The dataset specification: what a dataset directory must contain, validated with pydantic.
+
+A dataset directory holds ``dataset.yaml`` (this model), the reporting-table SQL files it names and one
+JSON file per workload query. Everything the platform knows about the domain of the data (categories,
+numeric bounds, nullability) comes from this file, never from the private data: it is public knowledge.
+The format is documented in docs/dataset-spec.md.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SPEC_VERSION = 1
+SPEC_FILENAME = "dataset.yaml"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_identifier(value: str, what: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid SQL identifier: use letters, digits and underscores, "
+            "starting with a letter or underscore"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+
+class _SourceBase(_Strict):
+    entity_column: str | None = Field(
+        default=None,
+        description="Column holding the entity key, if any: lets a run use a slice of the entities.",
+    )
+
+
+class CsvSource(_SourceBase):
+    format: Literal["csv"]
+    path: str = Field(description="CSV file, relative to the dataset directory (or absolute).")
+    delimiter: str = ","
+    encoding: Literal["utf8", "latin1"] = "utf8"
+    null_values: list[str] = Field(default_factory=lambda: [""])
+
+
+class ParquetSource(_SourceBase):
+    format: Literal["parquet"]
+    path: str = Field(description="Parquet file or glob, relative to the dataset directory.")
+
+
+class DuckDBSource(_SourceBase):
+    format: Literal["duckdb"]
+    path: str = Field(description="DuckDB database file, relative to the dataset directory.")
+    table: str = Field(description="Table or view to read, optionally schema-qualified.")
+
+
+class PackagedSource(_SourceBase):
+    format: Literal["packaged"]
+    loader: str = Field(description="Name of a registered loader for data shipped in a package.")
+    member: str = Field(description="Which table the loader should return.")
+
+
+Source = Annotated[
+    CsvSource | ParquetSource | DuckDBSource | PackagedSource, Field(discriminator="format")
+]
+
+# ------------------------------------------------------------------------------------ reporting tables
+
+
+class ReportingTable(_Strict):
+    sql: str = Field(description="SQL file (DuckDB dialect) over the source tables, relative path.")
+    description: str = ""
+    rebuildable: bool = Field(
+        default=True,
+        description="Whether decomposing the wide table gives this table back. A table with columns "
+        "that are not in the wide table is not rebuildable; say why in not_rebuildable_reason.",
+    )
+    not_rebuildable_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _reason_when_not_rebuildable(self) -> ReportingTable:
+        if not self.rebuildable and not self.not_rebuildable_reason:
+            raise ValueError("rebuildable is false: give not_rebuildable_reason")
+        return self
+
+
+# --------------------------------------------------------------------------------------- wide columns
+
+
+class _WideColumnBase(_Strict):
+    name: str | None = Field(
+        default=None, description="Column name in the wide table; defaults to the source column name."
+    )
+    source: str = Field(
+        alias="from", description="'table.column': the reporting table and column it comes from."
+    )
+    description: str = ""
+    nullable: bool = Field(
+        default=False,
+        description="May be null (structural nulls, e.g. no pitching record for a non-pitcher).",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("source")
+    @classmethod
+    def _table_dot_column(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) != 2:
+            raise ValueError(f"'from' must be 'table.column', got {value!r}")
+        for part in parts:
+            _check_identifier(part, "name")
+        return value
+
+    @property
+    def table(self) -> str:
+        return self.source.split(".")[0]
+
+    @property
+    def column(self) -> str:
+        return self.source.split(".")[1]
+
+    @property
+    def wide_name(self) -> str:
+        return self.name or self.column
+
+
+class CategoricalColumn(_WideColumnBase):
+    role: Literal["categorical"]
+    categories: list[str] = Field(min_length=1, description="The public list of categories.")
+    unseen: Literal["error", "null", "map"] = Field(
+        default="error",
+        description="What happens to a value not in the list: fail, become null, or map to map_to.",
+    )
+    map_to: str | None = Field(default=None, description="Category that unseen values map to.")
+
+    @model_validator(mode="after")
+    def _check_categories(self) -> CategoricalColumn:
+        duplicates = sorted({c for c in self.categories if self.categories.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"categories are listed twice: {duplicates}")
+        if self.unseen == "map":
+            if self.map_to is None:
+                raise ValueError("unseen is 'map': set map_to to one of the categories")
+            if self.map_to not in self.categories:
+                raise ValueError(f"map_to {self.map_to!r} is not one of the categories")
+        elif self.map_to is not None:
+            raise ValueError("map_to is only used with unseen: map")
+        if self.unseen == "null" and not self.nullable:
+            raise ValueError("unseen is 'null' but the column is not nullable: set nullable: true")
+        return self
+
+
+class NumericColumn(_WideColumnBase):
+    role: Literal["numeric"]
+    type: Literal["integer", "float"]
+    min: float = Field(description="Public lower bound.")
+    max: float = Field(description="Public upper bound.")
+    out_of_bounds: Literal["clip", "error"] = Field(
+        default="clip", description="What happens to a value outside [min, max]."
+    )
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> NumericColumn:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.type == "integer" and (self.min != int(self.min) or self.max != int(self.max)):
+            raise ValueError("an integer column needs integer bounds")
+        return self
+
+
+class IdentifierColumn(_WideColumnBase):
+    role: Literal["identifier"]
+
+
+WideColumn = Annotated[
+    CategoricalColumn | NumericColumn | IdentifierColumn, Field(discriminator="role")
+]
+
+
+class WideTable(_Strict):
+    name: str = "wide"
+    columns: list[WideColumn] = Field(min_length=2)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        return _check_identifier(value, "wide table name")
+
+
+# --------------------------------------------------------------------------------------- entity, privacy
+
+
+class Entity(_Strict):
+    name: str = Field(description="What one entity is (player, device, customer).")
+    key: str = Field(description="Key column present in every reporting table.")
+    population: str = Field(
+        description="Reporting table whose rows are the entities of the wide table (one per entity)."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_identifier(cls, value: str) -> str:
+        return _check_identifier(value, "entity key")
+
+
+class Privacy(_Strict):
+    delta: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Delta of every release. Unset: 1e-6, which must stay well below 1/n.",
+    )
+    epsilon_grid: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
+    budget_epsilon: float | None = Field(
+        default=None, gt=0, description="Total epsilon that may be spent on this dataset."
+    )
+
+    @field_validator("epsilon_grid")
+    @classmethod
+    def _positive_grid(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("epsilon_grid needs at least one epsilon")
+        bad = [e for e in value if not e > 0]
+        if bad:
+            raise ValueError(f"every epsilon must be > 0, got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError("epsilon_grid lists an epsilon twice")
+        return value
+
+
+# ------------------------------------------------------------------------------------------ the spec
+
+
+class DatasetSpec(_Strict):
+    spec_version: Literal[1]
+    name: str
+    title: str = ""
+    description: str = ""
+    licence: str = ""
+    entity: Entity
+    sources: dict[str, Source] = Field(min_length=1)
+    reporting_tables: dict[str, ReportingTable] = Field(min_length=1)
+    wide_table: WideTable
+    workload_dir: str = Field(default="queries", description="Directory of query JSON files.")
+    population_description: str | None = Field(
+        default=None,
+        description="Optional file with a public, prose description of the population.",
+    )
+    privacy: Privacy = Field(default_factory=Privacy)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        return _check_identifier(value, "dataset name")
+
+    @field_validator("sources", "reporting_tables")
+    @classmethod
+    def _keys_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            _check_identifier(key, "table name")
+        return value
+
+    @model_validator(mode="after")
+    def _check_references(self) -> DatasetSpec:
+        clashes = sorted(set(self.sources) & set(self.reporting_tables))
+        if clashes:
+            raise ValueError(
+                f"sources and reporting_tables share the names {clashes}: give them different names"
+            )
+        if self.entity.population not in self.reporting_tables:
+            raise ValueError(
+                f"entity.population {self.entity.population!r} is not one of the reporting_tables "
+                f"{sorted(self.reporting_tables)}"
+            )
+        seen: dict[str, str] = {}
+        key_columns = []
+        for column in self.wide_table.columns:
+            if column.table not in self.reporting_tables:
+                raise ValueError(
+                    f"wide_table column {column.wide_name!r} comes from {column.source!r}, but "
+                    f"{column.table!r} is not one of the reporting_tables {sorted(self.reporting_tables)}"
+                )
+            _check_identifier(column.wide_name, "wide_table column name")
+            if column.wide_name in seen:
+                raise ValueError(
+                    f"wide_table has two columns named {column.wide_name!r} (from {seen[column.wide_name]!r} "
+                    f"and {column.source!r}): give one of them a 'name'"
+                )
+            seen[column.wide_name] = column.source
+            if column.column == self.entity.key:
+                key_columns.append(column)
+        population_key = f"{self.entity.population}.{self.entity.key}"
+        if not any(
+            c.source == population_key and isinstance(c, IdentifierColumn) for c in key_columns
+        ):
+            raise ValueError(
+                f"wide_table must hold the entity key as an identifier column: "
+                f"add {{from: {population_key}, role: identifier}}"
+            )
+        for column in key_columns:
+            if column.source != population_key:
+                raise ValueError(
+                    f"wide_table column {column.source!r} repeats the entity key; the key comes once, "
+                    f"from {population_key!r}"
+                )
+        return self
+
+    # ---------------------------------------------------------------------------------- conveniences
+
+    def columns_of(self, table: str) -> list[WideColumn]:
+        """Wide-table columns that come from ``table``, the entity key excluded."""
+        return [
+            c for c in self.wide_table.columns if c.table == table and c.column != self.entity.key
+        ]
+
+    @property
+    def key_column(self) -> IdentifierColumn:
+        return next(
+            c
+            for c in self.wide_table.columns
+            if isinstance(c, IdentifierColumn) and c.column == self.entity.key
+        )
+
+    @property
+    def modelled_columns(self) -> list[CategoricalColumn | NumericColumn]:
+        """Columns a generator synthesises (categorical and numeric), in wide-table order."""
+        return [
+            c for c in self.wide_table.columns if isinstance(c, (CategoricalColumn, NumericColumn))
+        ]
+
+    def resolve(self, directory: Path, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else directory / path
+
+
+# ------------------------------------------------------------------------------------------ queries
+
+QueryType = Literal["aggregate", "distribution", "ranking", "coverage"]
+
+
+class _QueryBase(_Strict):
+    name: str
+    description: str = ""
+    sql: str = Field(description="DuckDB SQL over the reporting tables.")
+    keys: list[str] = Field(
+        default_factory=list,
+        description="Output columns that identify a group; the other columns are values.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        return _check_identifier(value, "query name")
+
+
+class AggregateQuery(_QueryBase):
+    type: Literal["aggregate"]
+    max_relative_error: float = Field(default=0.1, gt=0)
+    floor: float = Field(
+        default=1.0, gt=0, description="Relative error is |s - r| / max(|r|, floor)."
+    )
+
+
+class DistributionQuery(_QueryBase):
+    type: Literal["distribution"]
+    max_tvd: float = Field(default=0.1, gt=0, le=1)
+
+    @field_validator("keys")
+    @classmethod
+    def _needs_keys(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("a distribution query needs keys: the columns that name each group")
+        return value
+
+
+class RankingQuery(_QueryBase):
+    type: Literal["ranking"]
+    min_spearman: float = Field(default=0.5, ge=-1, le=1)
+    descending: bool = Field(default=True, description="Rank 1 is the largest value.")
+
+    @field_validator("keys")
+    @classmethod
+    def _needs_keys(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("a ranking query needs keys: the columns that name each ranked item")
+        return value
+
+
+class CoverageQuery(_QueryBase):
+    type: Literal["coverage"]
+    min_jaccard: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("keys")
+    @classmethod
+    def _needs_keys(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("a coverage query needs keys: the columns that name each group")
+        return value
+
+
+Query = Annotated[
+    AggregateQuery | DistributionQuery | RankingQuery | CoverageQuery, Field(discriminator="type")
+]

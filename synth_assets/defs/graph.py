@@ -1,0 +1,34 @@
+"""Assemble the asset graph of a dataset: every stage's assets, checks, schedules and sensors, and the
+resources they need. ``synth_assets.definitions`` builds it for the configured dataset."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from synth_assets.datasets.loading import Dataset, configured_dataset_dir, load_dataset
+from synth_assets.defs.real.assets import build_real_assets
+from synth_assets.io_managers import DuckDBWarehouseIOManager
+from synth_assets.resources import DatasetResource, warehouse_path
+
+
+def build_resources(dataset: Dataset, *, entity_fraction: float = 1.0, database: str | None = None) -> dict:
+    duckdb = DuckDBResource(database=database or str(warehouse_path(dataset.name)))
+    return {
+        "dataset": DatasetResource(directory=str(dataset.directory), entity_fraction=entity_fraction),
+        "duckdb": duckdb,
+        "io_manager": DuckDBWarehouseIOManager(duckdb=duckdb),
+    }
+
+
+def build_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
+    return [*build_real_assets(dataset)]
+
+
+def build_definitions(dataset: Dataset | None = None, **resource_options) -> dg.Definitions:
+    dataset = dataset or load_dataset(configured_dataset_dir())
+    return dg.Definitions(
+        assets=build_assets(dataset),
+        resources=build_resources(dataset, **resource_options),
+    )
+

@@ -1,0 +1,171 @@
+"""Store asset values as tables in the project's DuckDB warehouse.
+
+An asset ``["schema", "name"]`` returning a polars frame becomes the table ``schema.name``. An asset that
+returns a mapping of frames (a table set, such as the decomposed reporting tables) becomes one table per
+member, ``schema.name__member``. Partitioned assets share one table with a ``partition_key`` column, and
+re-materializing a partition replaces only its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, get_origin
+
+import duckdb
+import polars as pl
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from dagster import TableColumn, TableSchema
+from dagster_duckdb import DuckDBResource
+
+from synth_assets.sql import fetch_polars
+
+PARTITION_COLUMN = "partition_key"
+_MEMBERS_SUFFIX = "__members"
+
+
+def _location(asset_key_path: list[str]) -> tuple[str, str]:
+    schema = asset_key_path[-2] if len(asset_key_path) > 1 else "main"
+    return schema, asset_key_path[-1]
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def table_schema_metadata(frame: pl.DataFrame) -> MetadataValue:
+    return MetadataValue.table_schema(
+        TableSchema(columns=[TableColumn(name=n, type=str(t)) for n, t in frame.schema.items()])
+    )
+
+
+def _table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        connection.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema, table],
+        ).fetchall()[0][0]
+    )
+
+
+def write_frame(
+    connection: duckdb.DuckDBPyConnection,
+    schema: str,
+    table: str,
+    frame: pl.DataFrame,
+    partition: str | None = None,
+) -> None:
+    """Write ``frame`` as ``schema.table`` (or as the rows of one partition of it)."""
+    connection.execute(f"create schema if not exists {_quote(schema)}")
+    target = f"{_quote(schema)}.{_quote(table)}"
+    arrow = frame.to_arrow()
+    connection.register("__frame", arrow)
+    try:
+        if partition is None:
+            connection.execute(f"create or replace table {target} as select * from __frame")
+            return
+        select = f"select ? as {PARTITION_COLUMN}, * from __frame"
+        if not _table_exists(connection, schema, table):
+            connection.execute(f"create table {target} as {select}", [partition])
+            return
+        existing = [
+            row[0]
+            for row in connection.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = ? and table_name = ? order by ordinal_position",
+                [schema, table],
+            ).fetchall()
+        ]
+        if existing != [PARTITION_COLUMN, *frame.columns]:
+            # The shape of the asset changed (a new spec): keep other partitions only if they fit.
+            others = connection.execute(
+                f"select count(*) from {target} where {PARTITION_COLUMN} <> ?", [partition]
+            ).fetchall()[0][0]
+            if others:
+                raise ValueError(
+                    f"table {schema}.{table} holds other partitions with columns {existing[1:]}, "
+                    f"but this partition has {frame.columns}; re-materialize every partition "
+                    f"(or drop the table) after changing the dataset spec"
+                )
+            connection.execute(f"create or replace table {target} as {select}", [partition])
+            return
+        connection.execute(f"delete from {target} where {PARTITION_COLUMN} = ?", [partition])
+        connection.execute(f"insert into {target} {select}", [partition])
+    finally:
+        connection.unregister("__frame")
+
+
+def read_frame(
+    connection: duckdb.DuckDBPyConnection, schema: str, table: str, partition: str | None = None
+) -> pl.DataFrame:
+    target = f"{_quote(schema)}.{_quote(table)}"
+    if not _table_exists(connection, schema, table):
+        raise FileNotFoundError(
+            f"table {schema}.{table} is not in the warehouse yet: materialize its asset first"
+        )
+    if partition is None:
+        return fetch_polars(connection, f"select * from {target}")
+    return fetch_polars(
+        connection,
+        f"select * exclude ({PARTITION_COLUMN}) from {target} where {PARTITION_COLUMN} = ?",
+        [partition],
+    )
+
+
+class DuckDBWarehouseIOManager(ConfigurableIOManager):
+    """Polars frames and table sets in DuckDB, through dagster-duckdb's connection resource."""
+
+    duckdb: DuckDBResource
+
+    def _partition(self, context: OutputContext | InputContext) -> str | None:
+        return context.asset_partition_key if context.has_asset_partitions else None
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        schema, table = _location(list(context.asset_key.path))
+        partition = self._partition(context)
+        with self.duckdb.get_connection() as connection:
+            if isinstance(obj, pl.DataFrame):
+                write_frame(connection, schema, table, obj, partition)
+                context.add_output_metadata(
+                    {
+                        "rows": obj.height,
+                        "columns": obj.width,
+                        "table": f"{schema}.{table}",
+                        "schema": table_schema_metadata(obj),
+                    }
+                )
+            elif isinstance(obj, Mapping):
+                members = pl.DataFrame({"member": list(obj)}, schema={"member": pl.Utf8})
+                for name, frame in obj.items():
+                    write_frame(connection, schema, f"{table}__{name}", frame, partition)
+                write_frame(connection, schema, f"{table}{_MEMBERS_SUFFIX}", members, partition)
+                context.add_output_metadata(
+                    {
+                        "tables": MetadataValue.md(
+                            "\n".join(
+                                f"- `{schema}.{table}__{name}`: {frame.height} rows x {frame.width} columns"
+                                for name, frame in obj.items()
+                            )
+                        )
+                    }
+                )
+            else:
+                raise TypeError(
+                    f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; the "
+                    "DuckDB warehouse stores polars DataFrames or mappings of them"
+                )
+
+    def load_input(self, context: InputContext) -> Any:
+        schema, table = _location(list(context.asset_key.path))
+        partition = self._partition(context)
+        wanted = context.dagster_type.typing_type if context.dagster_type else None
+        wants_mapping = wanted is dict or get_origin(wanted) in (dict, Mapping)
+        with self.duckdb.get_connection() as connection:
+            if wants_mapping:
+                members = read_frame(connection, schema, f"{table}{_MEMBERS_SUFFIX}", partition)
+                return {
+                    name: read_frame(connection, schema, f"{table}__{name}", partition)
+                    for name in members["member"].to_list()
+                }
+            return read_frame(connection, schema, table, partition)

@@ -1,0 +1,1 @@
+"""From sources to reporting tables to the wide table, and back again (decompose)."""

@@ -1,0 +1,229 @@
+"""Build reporting tables from sources, and the wide one-row-per-entity table from reporting tables.
+
+The wide table is the private input of every generator: its columns are conformed to the spec's public
+domain (categories mapped, numerics clipped) so that nothing about the domain is learnt from the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import duckdb
+import polars as pl
+
+from synth_assets.datasets.loading import Dataset, DatasetError
+from synth_assets.sql import referenced_tables, run_sql
+from synth_assets.datasets.spec import CategoricalColumn, IdentifierColumn, NumericColumn
+
+_POLARS_TYPE = {"integer": pl.Int64, "float": pl.Float64}
+
+
+def slice_entities(frame: pl.DataFrame, column: str, fraction: float) -> pl.DataFrame:
+    """Keep a deterministic ``fraction`` of the entities (the same ones in every table)."""
+    if fraction >= 1.0:
+        return frame
+    buckets = 10_000
+    keep = int(round(fraction * buckets))
+    hashed = run_sql(
+        f'select *, hash(cast("{column}" as varchar)) % {buckets} as __bucket from frame',
+        {"frame": frame},
+    )
+    return hashed.filter(pl.col("__bucket") < keep).drop("__bucket")
+
+
+def _conform_reporting_types(dataset: Dataset, table: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast the columns the spec describes to their declared types (integer, float, text)."""
+    casts = []
+    for column in dataset.spec.columns_of(table):
+        if column.column not in frame.columns:
+            continue  # reported by check_reporting_table
+        if isinstance(column, NumericColumn):
+            casts.append(pl.col(column.column).cast(_POLARS_TYPE[column.type], strict=False))
+        elif isinstance(column, CategoricalColumn):
+            casts.append(pl.col(column.column).cast(pl.Utf8))
+    key = dataset.spec.entity.key
+    if key in frame.columns:
+        casts.append(pl.col(key).cast(pl.Utf8))
+    return frame.with_columns(casts) if casts else frame
+
+
+def check_reporting_table(dataset: Dataset, table: str, frame: pl.DataFrame) -> None:
+    """Fail with a clear message if a reporting table breaks the rules of the spec."""
+    spec = dataset.spec
+    key = spec.entity.key
+    sql_file = spec.reporting_tables[table].sql
+    where = f"reporting table {table!r} ({sql_file})"
+    if key not in frame.columns:
+        raise DatasetError(
+            f"{where}: has no entity key column {key!r}; its SQL must select it (columns: {frame.columns})"
+        )
+    missing = [c.column for c in spec.columns_of(table) if c.column not in frame.columns]
+    if missing:
+        raise DatasetError(
+            f"{where}: the wide table takes columns {missing} from it, but its SQL does not produce "
+            f"them (columns: {frame.columns})"
+        )
+    if frame[key].null_count():
+        raise DatasetError(f"{where}: {frame[key].null_count()} rows have a null {key!r}")
+    duplicated = frame.group_by(key).len().filter(pl.col("len") > 1)
+    if duplicated.height:
+        example = duplicated[key][0]
+        raise DatasetError(
+            f"{where}: must have one row per {spec.entity.name}, but {duplicated.height} "
+            f"{key!r} values repeat (e.g. {example!r}); GROUP BY {key} in its SQL"
+        )
+    reporting = spec.reporting_tables[table]
+    wide_columns = {c.column for c in spec.columns_of(table)}
+    extra = [c for c in frame.columns if c != key and c not in wide_columns]
+    if reporting.rebuildable and extra:
+        raise DatasetError(
+            f"{where}: columns {extra} are not in the wide table, so decomposing it cannot rebuild "
+            f"this table; add them to wide_table.columns or set rebuildable: false with a reason"
+        )
+    if reporting.rebuildable and table != spec.entity.population and wide_columns and frame.height:
+        all_null = frame.select(
+            pl.all_horizontal(pl.col(c).is_null() for c in sorted(wide_columns)).sum()
+        ).item()
+        if all_null:
+            raise DatasetError(
+                f"{where}: {all_null} rows have every column null, so decomposing the wide table "
+                f"cannot tell that these {spec.entity.name}s belong in it; add a column that is never "
+                f"null (e.g. a count) or set rebuildable: false with a reason"
+            )
+
+
+def build_reporting_table(
+    dataset: Dataset, table: str, sources: Mapping[str, pl.DataFrame]
+) -> pl.DataFrame:
+    """Run the reporting SQL of ``table`` over the source frames, conform its types and check it."""
+    try:
+        frame = run_sql(dataset.reporting_sql[table], sources)
+    except duckdb.Error as exc:
+        sql_file = dataset.spec.reporting_tables[table].sql
+        raise DatasetError(
+            f"{dataset.directory / sql_file}: SQL of reporting table {table!r} failed: {exc}"
+        ) from exc
+    frame = _conform_reporting_types(dataset, table, frame)
+    check_reporting_table(dataset, table, frame)
+    return frame
+
+
+def reporting_table_sources(dataset: Dataset, table: str) -> list[str]:
+    """The sources that the SQL of reporting table ``table`` reads, in spec order."""
+    sql_path = dataset.directory / dataset.spec.reporting_tables[table].sql
+    try:
+        referenced = referenced_tables(dataset.reporting_sql[table])
+    except ValueError as exc:
+        raise DatasetError(f"{sql_path}: {exc}") from exc
+    used = [name for name in dataset.spec.sources if name.lower() in referenced]
+    if not used:
+        raise DatasetError(
+            f"{dataset.directory / dataset.spec.reporting_tables[table].sql}: reporting table "
+            f"{table!r} reads none of the sources {sorted(dataset.spec.sources)}"
+        )
+    return used
+
+
+@dataclass
+class WideTableReport:
+    """What conforming the wide table to the spec's domain changed. Private: stays with the owner."""
+
+    rows: int
+    entities_outside_population: dict[str, int] = field(default_factory=dict)
+    clipped: dict[str, int] = field(default_factory=dict)
+    mapped_to_other: dict[str, int] = field(default_factory=dict)
+    nulled: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed_values(self) -> int:
+        return sum(self.clipped.values()) + sum(self.mapped_to_other.values()) + sum(
+            self.nulled.values()
+        )
+
+
+def build_wide_table(
+    dataset: Dataset, reporting: Mapping[str, pl.DataFrame]
+) -> tuple[pl.DataFrame, WideTableReport]:
+    """Join the reporting tables into one row per entity and conform every column to the spec."""
+    spec = dataset.spec
+    key = spec.entity.key
+    population = reporting[spec.entity.population].select(pl.col(key))
+    report = WideTableReport(rows=population.height)
+    wide = population
+    for table in spec.reporting_tables:
+        columns = spec.columns_of(table)
+        if not columns:
+            continue
+        frame = reporting[table].select(
+            [pl.col(key)] + [pl.col(c.column).alias(c.wide_name) for c in columns]
+        )
+        outside = frame.join(population, on=key, how="anti").height
+        if outside:
+            report.entities_outside_population[table] = outside
+        wide = wide.join(frame, on=key, how="left", maintain_order="left")
+    wide = wide.select([c.wide_name for c in spec.wide_table.columns])
+    return conform_to_domain(dataset, wide, report), report
+
+
+def conform_to_domain(
+    dataset: Dataset, wide: pl.DataFrame, report: WideTableReport | None = None
+) -> pl.DataFrame:
+    """Map categories, clip numerics and enforce nullability as the spec says; errors name the column."""
+    report = report or WideTableReport(rows=wide.height)
+    expressions = []
+    for column in dataset.spec.wide_table.columns:
+        name = column.wide_name
+        values = wide[name]
+        if isinstance(column, IdentifierColumn):
+            expressions.append(pl.col(name).cast(pl.Utf8))
+            continue
+        if isinstance(column, CategoricalColumn):
+            values = values.cast(pl.Utf8)
+            unseen = values.is_not_null() & ~values.is_in(column.categories)
+            count = int(unseen.sum())
+            if count:
+                examples = values.filter(unseen).unique().sort().head(5).to_list()
+                if column.unseen == "error":
+                    raise DatasetError(
+                        f"wide_table column {name!r} ({column.source}): {count} values are not in its "
+                        f"categories, e.g. {examples}; add them to 'categories', or set unseen: map "
+                        f"(with map_to) or unseen: null"
+                    )
+                replacement = column.map_to if column.unseen == "map" else None
+                target = report.mapped_to_other if column.unseen == "map" else report.nulled
+                target[name] = count
+                expressions.append(
+                    pl.when(pl.col(name).cast(pl.Utf8).is_in(column.categories) | pl.col(name).is_null())
+                    .then(pl.col(name).cast(pl.Utf8))
+                    .otherwise(pl.lit(replacement, dtype=pl.Utf8))
+                    .alias(name)
+                )
+            else:
+                expressions.append(pl.col(name).cast(pl.Utf8))
+        elif isinstance(column, NumericColumn):
+            dtype = _POLARS_TYPE[column.type]
+            numeric = values.cast(pl.Float64, strict=False)
+            outside = (numeric < column.min) | (numeric > column.max)
+            count = int(outside.sum())
+            if count:
+                if column.out_of_bounds == "error":
+                    raise DatasetError(
+                        f"wide_table column {name!r} ({column.source}): {count} values fall outside "
+                        f"[{column.min:g}, {column.max:g}]; widen the public bounds or set "
+                        f"out_of_bounds: clip"
+                    )
+                report.clipped[name] = count
+                expressions.append(
+                    pl.col(name).cast(pl.Float64).clip(column.min, column.max).cast(dtype).alias(name)
+                )
+            else:
+                expressions.append(pl.col(name).cast(dtype))
+        if not column.nullable:
+            nulls = wide[name].null_count()
+            if nulls:
+                raise DatasetError(
+                    f"wide_table column {name!r} ({column.source}): {nulls} rows are null but the "
+                    f"column is not nullable; set nullable: true or fix the reporting SQL"
+                )
+    return wide.with_columns(expressions)
