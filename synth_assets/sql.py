@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import duckdb
@@ -28,13 +29,18 @@ def run_sql(sql: str, tables: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
         connection.close()
 
 
-def parse_sql(sql: str) -> dict:
-    """DuckDB's parse tree of ``sql`` (parsing only: no table needs to exist)."""
+@cache
+def _parse_sql_json(sql: str) -> str:
     connection = duckdb.connect()
     try:
-        tree = json.loads(connection.execute("select json_serialize_sql(?)", [sql]).fetchall()[0][0])
+        return connection.execute("select json_serialize_sql(?)", [sql]).fetchall()[0][0]
     finally:
         connection.close()
+
+
+def parse_sql(sql: str) -> dict:
+    """DuckDB's parse tree of ``sql`` (parsing only: no table needs to exist)."""
+    tree = json.loads(_parse_sql_json(sql))
     if tree.get("error"):
         raise ValueError(f"SQL does not parse: {tree.get('error_message', tree)}")
     return tree
