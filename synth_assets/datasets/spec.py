@@ -167,6 +167,11 @@ class NumericColumn(_WideColumnBase):
     out_of_bounds: Literal["clip", "error"] = Field(
         default="clip", description="What happens to a value outside [min, max]."
     )
+    scale: Literal["linear", "log"] = Field(
+        default="linear",
+        description="How values spread over [min, max], as public knowledge: 'log' for heavy-tailed "
+        "counts and amounts (most near min, a few near max). Generators and distances use log(1 + x - min).",
+    )
 
     @model_validator(mode="after")
     def _check_bounds(self) -> NumericColumn:
