@@ -312,6 +312,11 @@ class DatasetSpec(_Strict):
                 f"add {{from: {population_key}, role: identifier}}"
             )
         for column in key_columns:
+            if column.name not in (None, self.entity.key):
+                raise ValueError(
+                    f"the entity key column keeps its name {self.entity.key!r} in the wide table: "
+                    f"remove name: {column.name!r}"
+                )
             if column.source != population_key:
                 raise ValueError(
                     f"wide_table column {column.source!r} repeats the entity key; the key comes once, "
