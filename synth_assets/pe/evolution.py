@@ -1,0 +1,490 @@
+"""Private Evolution over the wide table: a DP prior, T rounds of (DP histogram, select, vary), output.
+
+1. Prior (optional, ``prior_share`` of the budget): noisy 1-way marginals and table-presence rates
+   (synth_assets.pe.marginal_prior). The random API then draws candidates whose every column is
+   plausible; with ``prior_share = 0`` it draws uniformly from the public domain.
+2. Round t = 1..T: every real record votes for its nearest candidate; N(0, sigma^2) noise on every bin;
+   h' = max(h~ - H, 0); before the next round the best candidates are selected (rank or sample) and
+   varied by the candidate API.
+3. Output, from the last round's weights h' (post-processing):
+   - ``cells`` (default): each candidate stands for its Voronoi cell. A public reference sample drawn
+     from the random API is assigned to the cells; an output row picks a cell with probability
+     proportional to h' and then a reference point inside it (the candidate itself if none). The
+     histogram fixes how much mass each region gets; the prior shapes the rows within a region. This
+     avoids the bias of putting a whole cell's mass on one point: in many dimensions a few central
+     candidates ("hubs") collect most of the votes.
+   - ``candidates``: rows are candidates drawn with probability proportional to h' (original PE).
+
+Privacy (add/remove-one-entity neighbouring): the prior is k histograms of sensitivity 1 with noise
+sigma_prior, i.e. mu_prior = sqrt(k)/sigma_prior; the T vote histograms give mu_pe = sqrt(T)/sigma.
+The run is mu-GDP with mu^2 = mu_prior^2 + mu_pe^2, calibrated so that it is exactly (epsilon, delta)-DP;
+``prior_share`` is mu_prior^2 / mu^2. Checkpoints hold only candidates, the prior and noisy histograms
+(DP values), never a vote count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from synth_assets.datasets.loading import Dataset
+from synth_assets.pe.encoding import Encoder
+from synth_assets.pe.generators import CandidateAPI, OfflineGenerator
+from synth_assets.pe.histogram import dp_nn_histogram, noise_rng, select_candidates, threshold
+from synth_assets.pe.marginal_prior import (
+    MarginalPrior,
+    MarginalPriorGenerator,
+    prior_histogram_count,
+    release_marginal_prior,
+)
+from synth_assets.pe.nn import nearest_candidates
+from synth_assets.pe.privacy import epsilon_for_mu, mu_for_epsilon
+
+
+class PEConfig(BaseModel):
+    """Settings of one Private Evolution run. The defaults are explained in the README."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iterations: int = Field(default=1, ge=1, description="T: number of vote histograms released.")
+    pool_size: int = Field(default=2000, ge=2, description="M: candidates per round.")
+    selected: int = Field(
+        default=500, ge=1, description="K: candidates kept per round as parents of the next round."
+    )
+    threshold_sigmas: float = Field(
+        default=0.5, ge=0, description="H in units of sigma: noisy counts below H get no weight."
+    )
+    selection: Literal["rank", "sample"] = Field(
+        default="rank", description="rank: top-K by h'; sample: K draws in proportion to h'."
+    )
+    prior_share: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="Share of the budget (of mu^2) spent on the DP marginal prior; 0: uniform public domain.",
+    )
+    output: Literal["cells", "candidates"] = Field(
+        default="cells", description="How output rows are drawn from the last histogram."
+    )
+    reference_points: int = Field(
+        default=100_000, ge=1, description="Public reference sample that fills the cells."
+    )
+    synthetic_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rows of the output. Unset: the sum of the last noisy histogram (a DP estimate of n).",
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of noise, selection and variation.")
+
+    @model_validator(mode="after")
+    def _selected_fits_pool(self) -> PEConfig:
+        if self.selected > self.pool_size:
+            raise ValueError(f"selected ({self.selected}) cannot exceed pool_size ({self.pool_size})")
+        return self
+
+
+@dataclass(frozen=True)
+class BudgetSplit:
+    """Noise of each release so that the whole run is exactly (epsilon, delta)-DP."""
+
+    epsilon: float
+    delta: float
+    mu: float
+    prior_histograms: int
+    prior_sigma: float | None
+    iterations: int
+    sigma: float
+
+    @property
+    def mu_prior(self) -> float:
+        return math.sqrt(self.prior_histograms) / self.prior_sigma if self.prior_sigma else 0.0
+
+    @property
+    def mu_pe(self) -> float:
+        return math.sqrt(self.iterations) / self.sigma
+
+    def composed_epsilon(self) -> float:
+        return epsilon_for_mu(math.hypot(self.mu_prior, self.mu_pe), self.delta)
+
+
+def split_budget(
+    epsilon: float, delta: float, *, prior_histograms: int, iterations: int, prior_share: float
+) -> BudgetSplit:
+    mu = mu_for_epsilon(epsilon, delta)
+    mu_prior = math.sqrt(prior_share) * mu
+    mu_pe = math.sqrt(1.0 - prior_share) * mu
+    return BudgetSplit(
+        epsilon=epsilon,
+        delta=delta,
+        mu=mu,
+        prior_histograms=prior_histograms if prior_share > 0 else 0,
+        prior_sigma=math.sqrt(prior_histograms) / mu_prior if prior_share > 0 else None,
+        iterations=iterations,
+        sigma=math.sqrt(iterations) / mu_pe,
+    )
+
+
+@dataclass
+class Release:
+    """One DP release from the private data, as the privacy ledger records it."""
+
+    kind: str
+    iteration: int
+    sigma: float
+    histograms: int
+    seed: int
+    bins: int
+    weighted_bins: int
+
+    @property
+    def mu(self) -> float:
+        return math.sqrt(self.histograms) / self.sigma
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PEResult:
+    population: pl.DataFrame
+    candidates: pl.DataFrame
+    weights: np.ndarray
+    noisy_votes: np.ndarray
+    budget: BudgetSplit
+    config: PEConfig
+    api: dict
+    releases: list[Release] = field(default_factory=list)
+    resumed_stages: int = 0
+    seconds: float = 0.0
+
+    @property
+    def epsilon(self) -> float:
+        return self.budget.composed_epsilon()
+
+    @property
+    def sigma(self) -> float:
+        return self.budget.sigma
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold_sigmas * self.budget.sigma
+
+
+class CheckpointStore:
+    """Stage checkpoints of one run: the prior (JSON) and each round (candidates + noisy votes)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def _write(self, path: Path, write) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        write(tmp)
+        tmp.replace(path)
+
+    def save_prior(self, prior: MarginalPrior, release: Release) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"prior": prior.to_dict(), "release": release.to_dict()})
+        self._write(self.directory / "prior.json", lambda p: p.write_text(payload))
+
+    def load_prior(self) -> tuple[MarginalPrior, Release] | None:
+        path = self.directory / "prior.json"
+        if not path.is_file():
+            return None
+        payload = json.loads(path.read_text())
+        return MarginalPrior.from_dict(payload["prior"]), Release(**payload["release"])
+
+    def save_round(self, iteration: int, candidates: pl.DataFrame, noisy: np.ndarray, release: Release) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        frame = candidates.with_columns(pl.Series("__noisy_votes", noisy))
+        self._write(self.directory / f"round_{iteration:03d}.parquet", frame.write_parquet)
+        # the JSON is written last: its presence marks a complete round
+        meta = json.dumps(release.to_dict())
+        self._write(self.directory / f"round_{iteration:03d}.json", lambda p: p.write_text(meta))
+
+    def load_round(self, iteration: int) -> tuple[pl.DataFrame, np.ndarray, Release] | None:
+        frame_path = self.directory / f"round_{iteration:03d}.parquet"
+        meta_path = self.directory / f"round_{iteration:03d}.json"
+        if not (meta_path.is_file() and frame_path.is_file()):
+            return None
+        frame = pl.read_parquet(frame_path)
+        release = Release(**json.loads(meta_path.read_text()))
+        return frame.drop("__noisy_votes"), frame["__noisy_votes"].to_numpy(), release
+
+
+def run_identity(dataset: Dataset, epsilon: float, delta: float, config: PEConfig, api: dict) -> str:
+    """A digest of everything that determines a run's releases: equal digests, equal releases."""
+    identity = json.dumps(
+        {"dataset": dataset.fingerprint, "epsilon": epsilon, "delta": delta, "config": config.model_dump(), "api": api},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _seed(seed: int, *words: int) -> int:
+    return int(np.random.SeedSequence([seed, *words]).generate_state(1)[0])
+
+
+def candidate_api(dataset: Dataset, prior: MarginalPrior | None) -> CandidateAPI:
+    """The offline candidate API: drawing from the DP prior if there is one, else from the public domain."""
+    return MarginalPriorGenerator(dataset, prior) if prior is not None else OfflineGenerator(dataset)
+
+
+def plan_budget(dataset: Dataset, epsilon: float, delta: float, config: PEConfig, *, with_prior: bool) -> BudgetSplit:
+    return split_budget(
+        epsilon,
+        delta,
+        prior_histograms=prior_histogram_count(dataset),
+        iterations=config.iterations,
+        prior_share=config.prior_share if with_prior else 0.0,
+    )
+
+
+def release_prior(
+    dataset: Dataset, real: pl.DataFrame, budget: BudgetSplit, config: PEConfig
+) -> tuple[MarginalPrior, Release]:
+    """Stage 1: the DP marginal prior (a release from the private data)."""
+    prior = release_marginal_prior(dataset, real, sigma=budget.prior_sigma, seed=config.seed)
+    release = Release(
+        kind="marginal_prior",
+        iteration=0,
+        sigma=budget.prior_sigma,
+        histograms=prior.histograms,
+        seed=config.seed,
+        bins=int(sum(v.size for v in prior.columns.values()) + 2 * len(prior.presence)),
+        weighted_bins=int(sum((v > 0).sum() for v in prior.columns.values())),
+    )
+    return prior, release
+
+
+def initial_candidates(api: CandidateAPI, config: PEConfig) -> pl.DataFrame:
+    """Stage 2: the first candidate pool, from the random API (no private data involved)."""
+    return api.random(config.pool_size, seed=_seed(config.seed, 0))
+
+
+@dataclass
+class RoundsResult:
+    candidates: pl.DataFrame
+    noisy_votes: np.ndarray
+    weights: np.ndarray
+    releases: list[Release]
+    resumed: int
+
+
+def run_rounds(
+    real: pl.DataFrame,
+    encoder: Encoder,
+    candidates: pl.DataFrame,
+    api: CandidateAPI,
+    budget: BudgetSplit,
+    config: PEConfig,
+    *,
+    store: CheckpointStore | None = None,
+    log=None,
+) -> RoundsResult:
+    """Stage 3: T rounds of DP vote histogram, selection and variation; each round is checkpointed."""
+    say = log or (lambda message: None)
+    real_encoded = encoder.encode(real)
+    h = config.threshold_sigmas * budget.sigma
+    releases, resumed = [], 0
+    noisy = np.zeros(0)
+    for iteration in range(1, config.iterations + 1):
+        stored = store.load_round(iteration) if store else None
+        if stored is not None:
+            candidates, noisy, release = stored
+            resumed += 1
+        else:
+            histogram, _private_votes = dp_nn_histogram(
+                real_encoded,
+                encoder.encode(candidates),
+                encoder.categorical_weights,
+                budget.sigma,
+                noise_rng(config.seed, iteration),
+                seed=config.seed,
+            )
+            noisy = histogram.noisy
+            release = Release(
+                kind="nn_histogram",
+                iteration=iteration,
+                sigma=budget.sigma,
+                histograms=1,
+                seed=config.seed,
+                bins=candidates.height,
+                weighted_bins=int((threshold(noisy, h) > 0).sum()),
+            )
+            if store:
+                store.save_round(iteration, candidates, noisy, release)
+        releases.append(release)
+        say(
+            f"round {iteration}/{config.iterations}: {release.weighted_bins} of {release.bins} "
+            f"candidates above the threshold" + (" (from checkpoint)" if stored is not None else "")
+        )
+        if iteration < config.iterations:
+            candidates = _next_pool(candidates, noisy, h, config, api, iteration)
+    return RoundsResult(candidates, noisy, threshold(noisy, h), releases, resumed)
+
+
+def draw_population(
+    dataset: Dataset,
+    candidates: pl.DataFrame,
+    noisy_votes: np.ndarray,
+    weights: np.ndarray,
+    api: CandidateAPI,
+    encoder: Encoder,
+    config: PEConfig,
+) -> pl.DataFrame:
+    """Stage 4: the synthetic wide table, drawn from the last histogram (post-processing)."""
+    rows = config.synthetic_rows or max(1, int(round(max(float(noisy_votes.sum()), 0.0))))
+    rng = np.random.default_rng(_seed(config.seed, 0xF1A1))
+    if config.output == "cells":
+        population = _cell_population(candidates, weights, rows, api, encoder, config, rng)
+    else:
+        population = _candidate_population(candidates, weights, rows, rng)
+    key = dataset.spec.entity.key
+    return population.with_columns(
+        pl.format("syn_{}", pl.int_range(1, rows + 1).cast(pl.Utf8).str.zfill(7)).alias(key)
+    ).select([c.wide_name for c in dataset.spec.wide_table.columns])
+
+
+def checkpoint_store(
+    root: Path, dataset: Dataset, epsilon: float, delta: float, config: PEConfig, api: CandidateAPI
+) -> CheckpointStore:
+    return CheckpointStore(root / dataset.name / run_identity(dataset, epsilon, delta, config, api.describe()))
+
+
+def private_evolution(
+    dataset: Dataset,
+    real: pl.DataFrame,
+    encoder: Encoder,
+    *,
+    epsilon: float,
+    delta: float,
+    config: PEConfig | None = None,
+    api: CandidateAPI | None = None,
+    checkpoints: Path | None = None,
+    log=None,
+) -> PEResult:
+    """Run PE on the private wide table ``real``; returns a synthetic population of wide rows.
+
+    ``api`` is the candidate source; by default the offline generator, drawing from the DP marginal
+    prior when ``config.prior_share > 0``. A given ``api`` is used as is (no prior is released).
+    """
+    config = config or PEConfig()
+    started = time.perf_counter()
+    say = log or (lambda message: None)
+    uses_prior = api is None and config.prior_share > 0
+    budget = plan_budget(dataset, epsilon, delta, config, with_prior=uses_prior)
+    releases: list[Release] = []
+    prior_resumed = 0
+    if uses_prior:
+        prior_store = checkpoint_store(checkpoints, dataset, epsilon, delta, config, OfflineGenerator(dataset)) if checkpoints else None
+        stored_prior = prior_store.load_prior() if prior_store else None
+        if stored_prior:
+            prior, release = stored_prior
+            prior_resumed = 1
+        else:
+            prior, release = release_prior(dataset, real, budget, config)
+            if prior_store:
+                prior_store.save_prior(prior, release)
+        releases.append(release)
+        say(f"prior: {prior.histograms} noisy marginals, sigma {budget.prior_sigma:.1f}")
+        api = candidate_api(dataset, prior)
+    elif api is None:
+        api = candidate_api(dataset, None)
+    store = checkpoint_store(checkpoints, dataset, epsilon, delta, config, api) if checkpoints else None
+    rounds = run_rounds(real, encoder, initial_candidates(api, config), api, budget, config, store=store, log=say)
+    population = draw_population(
+        dataset, rounds.candidates, rounds.noisy_votes, rounds.weights, api, encoder, config
+    )
+    return PEResult(
+        population=population,
+        candidates=rounds.candidates,
+        weights=rounds.weights,
+        noisy_votes=rounds.noisy_votes,
+        budget=budget,
+        config=config,
+        api=api.describe(),
+        releases=releases + rounds.releases,
+        resumed_stages=prior_resumed + rounds.resumed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _candidate_population(
+    candidates: pl.DataFrame, weights: np.ndarray, rows: int, rng: np.random.Generator
+) -> pl.DataFrame:
+    if weights.sum() > 0:
+        chosen = rng.choice(weights.size, size=rows, replace=True, p=weights / weights.sum())
+    else:  # every vote drowned in noise: the output carries no information from the data
+        chosen = rng.integers(0, candidates.height, size=rows)
+    return candidates[chosen]
+
+
+def _cell_population(
+    candidates: pl.DataFrame,
+    weights: np.ndarray,
+    rows: int,
+    api: CandidateAPI,
+    encoder: Encoder,
+    config: PEConfig,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """Rows drawn cell by cell: a cell with probability proportional to h', then a public point in it."""
+    if weights.sum() <= 0:
+        return _candidate_population(candidates, weights, rows, rng)
+    reference = api.random(config.reference_points, seed=_seed(config.seed, 0xCE11))
+    encoded_reference = encoder.encode(reference)
+    encoded_candidates = encoder.encode(candidates)
+    cell_of = nearest_candidates(
+        encoded_reference.numeric,
+        encoded_reference.categorical,
+        encoded_candidates.numeric,
+        encoded_candidates.categorical,
+        encoder.categorical_weights,
+    )
+    order = np.argsort(cell_of, kind="stable")
+    starts = np.searchsorted(cell_of[order], np.arange(candidates.height))
+    counts = np.bincount(cell_of, minlength=candidates.height)
+    cells = rng.choice(weights.size, size=rows, replace=True, p=weights / weights.sum())
+    offsets = (rng.random(rows) * np.maximum(counts[cells], 1)).astype(np.int64)
+    from_reference = counts[cells] > 0
+    picks = order[np.minimum(starts[cells] + offsets, len(order) - 1)]
+    reference_rows = reference[picks[from_reference]]
+    candidate_rows = candidates[cells[~from_reference]]
+    if candidate_rows.height == 0:
+        return reference_rows
+    return pl.concat([reference_rows, candidate_rows], how="vertical_relaxed")
+
+
+def _next_pool(
+    candidates: pl.DataFrame,
+    noisy: np.ndarray,
+    h: float,
+    config: PEConfig,
+    api: CandidateAPI,
+    iteration: int,
+) -> pl.DataFrame:
+    """Parents selected from the noisy histogram, plus their variations, refilled to the pool size."""
+    rng = np.random.default_rng(_seed(config.seed, iteration, 0x5E1))
+    parents_idx = select_candidates(threshold(noisy, h), config.selected, config.selection, rng)
+    seed = _seed(config.seed, iteration, 0xA11)
+    if parents_idx.size == 0:
+        return api.random(config.pool_size, seed=seed)
+    parents = candidates[parents_idx]
+    needed = config.pool_size - parents.height
+    if needed <= 0:
+        return parents
+    per_parent = max(1, -(-needed // parents.height))
+    children = api.variation(
+        parents, per_parent, iteration=iteration, iterations=config.iterations, seed=seed
+    ).head(needed)
+    return pl.concat([parents, children], how="vertical_relaxed")
