@@ -9,6 +9,9 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from synth_assets.datasets.loading import Dataset, load_dataset
+from synth_assets.pe.evolution import PEConfig
+
+DEFAULT_DELTA = 1e-6
 
 WAREHOUSE_ENV_VAR = "SYNTH_ASSETS_WAREHOUSE"
 
@@ -37,3 +40,39 @@ class DatasetResource(ConfigurableResource):
 
     def load(self) -> Dataset:
         return load_dataset(self.directory)
+
+
+def checkpoint_root() -> Path:
+    """Where stage checkpoints live: beside the warehouse files."""
+    return warehouse_path("_").parent / "checkpoints"
+
+
+class PrivateEvolutionResource(ConfigurableResource):
+    """Settings of Private Evolution runs (see PEConfig for what each one does) and of their releases."""
+
+    iterations: int = PEConfig.model_fields["iterations"].default
+    pool_size: int = PEConfig.model_fields["pool_size"].default
+    selected: int = PEConfig.model_fields["selected"].default
+    threshold_sigmas: float = PEConfig.model_fields["threshold_sigmas"].default
+    selection: str = PEConfig.model_fields["selection"].default
+    prior_share: float = PEConfig.model_fields["prior_share"].default
+    output: str = PEConfig.model_fields["output"].default
+    reference_points: int = PEConfig.model_fields["reference_points"].default
+    synthetic_rows: int | None = None
+    seed: int = PEConfig.model_fields["seed"].default
+    delta: float | None = Field(
+        default=None, description="Delta of every release; unset: the dataset's, else 1e-6."
+    )
+    checkpoint_dir: str | None = Field(
+        default=None, description="Stage checkpoints; unset: checkpoints/ beside the warehouse."
+    )
+
+    def config(self) -> PEConfig:
+        fields = self.model_dump(exclude={"delta", "checkpoint_dir"})
+        return PEConfig(**fields)
+
+    def delta_for(self, dataset: Dataset) -> float:
+        return self.delta or dataset.spec.privacy.delta or DEFAULT_DELTA
+
+    def checkpoints(self) -> Path:
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else checkpoint_root()

@@ -8,21 +8,29 @@ from dagster_duckdb import DuckDBResource
 
 from synth_assets.datasets.loading import Dataset, configured_dataset_dir, load_dataset
 from synth_assets.defs.real.assets import build_real_assets
+from synth_assets.defs.synthetic.assets import build_synthetic_assets
 from synth_assets.io_managers import DuckDBWarehouseIOManager
-from synth_assets.resources import DatasetResource, warehouse_path
+from synth_assets.resources import DatasetResource, PrivateEvolutionResource, warehouse_path
 
 
-def build_resources(dataset: Dataset, *, entity_fraction: float = 1.0, database: str | None = None) -> dict:
+def build_resources(
+    dataset: Dataset,
+    *,
+    entity_fraction: float = 1.0,
+    database: str | None = None,
+    pe: PrivateEvolutionResource | None = None,
+) -> dict:
     duckdb = DuckDBResource(database=database or str(warehouse_path(dataset.name)))
     return {
         "dataset": DatasetResource(directory=str(dataset.directory), entity_fraction=entity_fraction),
         "duckdb": duckdb,
         "io_manager": DuckDBWarehouseIOManager(duckdb=duckdb),
+        "pe": pe or PrivateEvolutionResource(),
     }
 
 
 def build_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
-    return [*build_real_assets(dataset)]
+    return [*build_real_assets(dataset), *build_synthetic_assets(dataset)]
 
 
 def build_definitions(dataset: Dataset | None = None, **resource_options) -> dg.Definitions:

@@ -1,0 +1,167 @@
+"""Materialize the whole graph in-process: the real half once, then the synthetic half per epsilon.
+
+This is what ``synth-assets run`` does; it returns one summary per epsilon (the JSON of ``--json``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+import polars as pl
+
+from synth_assets.datasets.loading import Dataset
+from synth_assets.defs.graph import build_assets, build_resources
+from synth_assets.defs.real.assets import build_real_assets, wide_key
+from synth_assets.defs.synthetic.assets import DP_HISTOGRAM_KEY, DP_PRIOR_KEY, POPULATION_KEY, SCORES_KEY, epsilon_key
+from synth_assets.resources import PrivateEvolutionResource
+
+
+class PipelineError(RuntimeError):
+    """A step failed; the message names the step and the cause."""
+
+
+def _quiet(verbose: bool) -> dict:
+    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}}}
+
+
+def _raise_on_failure(result: dg.ExecuteInProcessResult) -> None:
+    if result.success:
+        return
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.event_specific_data.error
+    cause = error.cause or error
+    raise PipelineError(f"step {failure.step_key} failed: {cause.message.strip()}")
+
+
+def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == key)
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+@dataclass
+class PipelineRun:
+    dataset: Dataset
+    summaries: list[dict]
+    real_seconds: float
+
+
+def run_pipeline(
+    dataset: Dataset,
+    epsilons: Sequence[float],
+    *,
+    instance: dg.DagsterInstance | None = None,
+    entity_fraction: float = 1.0,
+    pe: PrivateEvolutionResource | None = None,
+    database: str | None = None,
+    verbose: bool = False,
+) -> PipelineRun:
+    """Materialize the real half, then every requested epsilon partition of the synthetic half."""
+    grid = sorted({*dataset.spec.privacy.epsilon_grid, *epsilons})
+    dataset_for_run = Dataset(
+        directory=dataset.directory,
+        spec=dataset.spec.model_copy(
+            update={"privacy": dataset.spec.privacy.model_copy(update={"epsilon_grid": grid})}
+        ),
+        reporting_sql=dataset.reporting_sql,
+        queries=dataset.queries,
+        population_description=dataset.population_description,
+        files=dataset.files,
+    )
+    assets = build_assets(dataset_for_run)
+    resources = build_resources(
+        dataset_for_run, entity_fraction=entity_fraction, pe=pe, database=database
+    )
+    instance = instance or dg.DagsterInstance.ephemeral()
+    real_keys = [key for a in build_real_assets(dataset_for_run) for key in a.keys]
+    synthetic_keys = [key for a in assets for key in a.keys if key not in set(real_keys)]
+
+    started = time.perf_counter()
+    result = dg.materialize(
+        assets, resources=resources, selection=real_keys, instance=instance,
+        raise_on_error=False, run_config=_quiet(verbose),
+    )
+    _raise_on_failure(result)
+    real_seconds = time.perf_counter() - started
+    n_real = _metadata(result, wide_key(dataset_for_run))["entities"]
+
+    summaries = []
+    for epsilon in epsilons:
+        started = time.perf_counter()
+        result = dg.materialize(
+            assets, resources=resources, selection=synthetic_keys, partition_key=epsilon_key(epsilon),
+            instance=instance, raise_on_error=False, run_config=_quiet(verbose),
+        )
+        _raise_on_failure(result)
+        seconds = time.perf_counter() - started
+        scores = result.output_for_node("synthetic__benchmark_scores")
+        summaries.append(
+            _summary(dataset, epsilon, n_real, seconds, scores, result)
+        )
+    return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds)
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _summary(
+    dataset: Dataset,
+    epsilon: float,
+    n_real: int,
+    seconds: float,
+    scores: dict[str, pl.DataFrame],
+    result: dg.ExecuteInProcessResult,
+) -> dict:
+    histogram = _metadata(result, DP_HISTOGRAM_KEY)
+    prior = _metadata(result, DP_PRIOR_KEY)
+    population = _metadata(result, POPULATION_KEY)
+    scores_meta = _metadata(result, SCORES_KEY)
+    summary = {row["generator"]: row for row in scores["summary"].iter_rows(named=True)}
+    queries = []
+    pe_rows = scores["queries"].filter(pl.col("generator") == "private_evolution")
+    for name in dict.fromkeys(pe_rows["query"].to_list()):
+        rows = pe_rows.filter(pl.col("query") == name)
+        first = rows.row(0, named=True)
+        queries.append(
+            {
+                "name": name,
+                "type": first["type"],
+                "passed": first["passed"],
+                "metrics": {r["metric"]: _number(r["value"]) for r in rows.iter_rows(named=True) if r["metric"]},
+                "threshold": first["threshold"],
+                "direction": first["direction"],
+                **({"error": first["error"]} if first["error"] else {}),
+            }
+        )
+    reference = summary["independent_marginals"]
+    return {
+        "dataset": dataset.name,
+        "epsilon": epsilon,
+        "delta": histogram["delta"],
+        "epsilon_composed": histogram["epsilon_composed"],
+        "sigma": histogram["sigma"],
+        "prior_sigma": prior.get("sigma"),
+        "T": histogram["T"],
+        "H": histogram["H"],
+        "seed": histogram["seed"],
+        "candidates": histogram["candidates"],
+        "n_real": n_real,
+        "n_synthetic": population["rows"],
+        "pass_rate": scores_meta["pass_rate"],
+        "tvd_1way": scores_meta["tvd_1way"],
+        "tvd_2way": scores_meta["tvd_2way"],
+        "queries": queries,
+        "baseline": {
+            "method": "independent_marginals",
+            "pass_rate": round(reference["pass_rate"], 4),
+            "tvd_1way": round(reference["tvd_1way"], 4),
+            "tvd_2way": round(reference["tvd_2way"], 4),
+        },
+        "releases": histogram["releases"] if prior.get("histograms", 0) == 0
+        else [prior["release"], *histogram["releases"]],
+        "seconds": round(seconds, 2),
+    }
