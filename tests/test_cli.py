@@ -1,0 +1,84 @@
+"""The synth-assets command, run as a real process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REQUIRED = {
+    "dataset", "epsilon", "delta", "sigma", "T", "n_real", "n_synthetic", "pass_rate",
+    "queries", "tvd_1way", "tvd_2way", "baseline", "seconds",
+}
+
+
+def _run(*args: str, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SYNTH_ASSETS_WAREHOUSE": str(tmp_path / "warehouse")}
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "synth_assets.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_run_on_a_dataset_directory_prints_one_json_document(tiny_dataset_dir: Path, tmp_path: Path) -> None:
+    completed = _run("run", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--epsilon", "3",
+                     "--json", tmp_path=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    summaries = json.loads(completed.stdout)
+    assert [s["epsilon"] for s in summaries] == [1.0, 3.0]  # 3 is not in the grid: added for this run
+    for summary in summaries:
+        assert REQUIRED <= set(summary)
+        assert summary["dataset"] == "devices" and summary["n_real"] == 400
+        assert summary["epsilon_composed"] == pytest.approx(summary["epsilon"], abs=1e-6)
+        assert {q["name"] for q in summary["queries"]} == {
+            "mean_minutes_by_region", "crash_tail", "models", "busiest_years", "beta_regions"}
+        assert set(summary["baseline"]) >= {"pass_rate", "tvd_1way", "tvd_2way"}
+        assert [r["kind"] for r in summary["releases"]] == ["marginal_prior", "nn_histogram"]
+    assert summaries[1]["sigma"] < summaries[0]["sigma"]
+    assert (tmp_path / "warehouse" / "devices.duckdb").is_file()
+
+
+def test_run_prints_a_readable_table(tiny_dataset_dir: Path, tmp_path: Path) -> None:
+    completed = _run("run", "--dataset", str(tiny_dataset_dir), "--epsilon", "2", tmp_path=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "epsilon" in completed.stdout and "ref tvd2" in completed.stdout
+    assert any(line.strip().startswith("2 ") for line in completed.stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--epsilon", "0"], "epsilon must be a positive number, got 0"),
+        (["run", "--epsilon", "abc"], "not a number: 'abc'"),
+        (["run", "--epsilon", "1", "--dataset", "/no/such/dir"], "/no/such/dir: dataset directory not found"),
+        (["run", "--entity-fraction", "2"], "must be in (0, 1], got 2.0"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_a_non_zero_exit(args, message, tmp_path: Path) -> None:
+    completed = _run(*args, tmp_path=tmp_path, timeout=120)
+    assert completed.returncode != 0
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    assert message in lines[0]
+
+
+def test_invalid_dataset_gives_one_line(tiny_copy: Path, tmp_path: Path) -> None:
+    (tiny_copy / "dataset.yaml").write_text("spec_version: 1\nname: x\n")
+    completed = _run("run", "--epsilon", "1", "--dataset", str(tiny_copy), tmp_path=tmp_path, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith(f"synth-assets: {tiny_copy / 'dataset.yaml'}: ")
+
+
+@pytest.mark.slow
+def test_embedded_run_at_epsilon_1_beats_the_reference_on_two_way_marginals(tmp_path: Path) -> None:
+    completed = _run("run", "--epsilon", "1", "--json", tmp_path=tmp_path, timeout=900)
+    assert completed.returncode == 0, completed.stderr
+    (summary,) = json.loads(completed.stdout)
+    assert summary["dataset"] == "lahman" and summary["n_real"] > 20_000
+    assert abs(summary["n_synthetic"] - summary["n_real"]) < 0.05 * summary["n_real"]
+    assert summary["tvd_2way"] < summary["baseline"]["tvd_2way"]
+    assert len(summary["queries"]) >= 18
