@@ -9,6 +9,11 @@ from dagster_duckdb import DuckDBResource
 from synth_assets.datasets.loading import Dataset, configured_dataset_dir, load_dataset
 from synth_assets.defs.real.assets import build_real_assets
 from synth_assets.defs.synthetic.assets import build_synthetic_assets
+from synth_assets.defs.synthetic.jobs import (
+    build_epsilon_grid_job,
+    build_epsilon_grid_schedule,
+    build_resume_sensor,
+)
 from synth_assets.io_managers import DuckDBWarehouseIOManager
 from synth_assets.resources import DatasetResource, PrivateEvolutionResource, warehouse_path
 
@@ -35,8 +40,13 @@ def build_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
 
 def build_definitions(dataset: Dataset | None = None, **resource_options) -> dg.Definitions:
     dataset = dataset or load_dataset(configured_dataset_dir())
+    synthetic = build_synthetic_assets(dataset)
+    job = build_epsilon_grid_job()
     return dg.Definitions(
-        assets=build_assets(dataset),
+        assets=[*build_real_assets(dataset), *synthetic],
+        jobs=[job],
+        schedules=[build_epsilon_grid_schedule(dataset, job)],
+        sensors=[build_resume_sensor(job, {key for a in synthetic for key in a.keys})],
         resources=build_resources(dataset, **resource_options),
     )
 

@@ -1,0 +1,104 @@
+"""The epsilon-grid job, its schedule, and the sensor that resumes a failed partition where it stopped."""
+
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+import synth_assets.pe.evolution as evolution
+from synth_assets.datasets.loading import load_dataset
+from synth_assets.defs.graph import build_definitions
+from synth_assets.defs.real.assets import build_real_assets
+from synth_assets.defs.synthetic.jobs import RESUME_ATTEMPT_TAG
+from synth_assets.resources import PrivateEvolutionResource
+
+SMALL = {"pool_size": 150, "selected": 50, "reference_points": 3000}
+
+
+@pytest.fixture
+def grid(tiny_dataset_dir: Path, tmp_path: Path):
+    dataset = load_dataset(tiny_dataset_dir)
+    pe = PrivateEvolutionResource(**SMALL, iterations=2, checkpoint_dir=str(tmp_path / "ck"))
+    defs = build_definitions(dataset, database=str(tmp_path / "w.duckdb"), pe=pe)
+    instance = dg.DagsterInstance.ephemeral()
+    real = [k for a in build_real_assets(dataset) for k in a.keys]
+    assert dg.materialize(
+        [a for a in defs.assets], resources=defs.resources, selection=real, instance=instance
+    ).success
+    return defs, instance
+
+
+def test_schedule_fans_out_over_the_grid(grid) -> None:
+    defs, _ = grid
+    schedule = defs.get_schedule_def("weekly_epsilon_grid")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 23, 4), repository_def=defs.get_repository_def()
+    )
+    requests = list(schedule.evaluate_tick(context).run_requests)
+    assert [r.partition_key for r in requests] == ["1", "4"]  # the tiny dataset's grid
+    assert len({r.run_key for r in requests}) == 2
+
+
+def test_a_step_that_fails_once_is_resumed_by_the_sensor_without_redoing_finished_work(
+    grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defs, instance = grid
+    job = defs.resolve_job_def("epsilon_grid")
+    real_histogram = evolution.dp_nn_histogram
+    calls = []
+
+    def fails_once_in_round_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("worker lost in round 2")
+        return real_histogram(*args, **kwargs)
+
+    monkeypatch.setattr(evolution, "dp_nn_histogram", fails_once_in_round_two)
+    failed = job.execute_in_process(partition_key="1", instance=instance, raise_on_error=False)
+    assert not failed.success and len(calls) == 2
+
+    sensor = defs.get_sensor_def("resume_failed_epsilon_runs")
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=failed.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+    ).for_run_failure()
+    request = sensor(context)
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == "1"
+    missing = {k.to_user_string() for k in request.asset_selection}
+    assert {"synthetic/dp_histogram", "synthetic/selected_population", "synthetic/benchmark_scores"} <= missing
+    assert "synthetic/dp_prior" not in missing and "synthetic/candidate_pool" not in missing
+    assert request.tags[RESUME_ATTEMPT_TAG] == "1"
+
+    resumed = job.execute_in_process(
+        partition_key=request.partition_key,
+        asset_selection=list(request.asset_selection),
+        instance=instance,
+        tags=request.tags,
+    )
+    assert resumed.success
+    assert len(calls) == 3  # only round 2 again: round 1 came from its checkpoint
+    histogram = next(
+        e for e in resumed.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "synthetic/dp_histogram"
+    )
+    assert histogram.materialization.metadata["rounds_resumed_from_checkpoint"].value == 1
+
+
+def test_sensor_leaves_retries_to_the_daemon_when_it_will_retry(grid, monkeypatch: pytest.MonkeyPatch) -> None:
+    defs, _ = grid
+    job = defs.resolve_job_def("epsilon_grid")
+    monkeypatch.setattr(evolution, "dp_nn_histogram", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with dg.instance_for_test(overrides={"run_retries": {"enabled": True, "max_retries": 2}}) as instance:
+        failed = job.execute_in_process(partition_key="4", instance=instance, raise_on_error=False)
+        sensor = defs.get_sensor_def("resume_failed_epsilon_runs")
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=failed.get_run_failure_event(),
+            dagster_instance=instance,
+            dagster_run=failed.dagster_run,
+        ).for_run_failure()
+        assert isinstance(sensor(context), dg.SkipReason)
