@@ -6,7 +6,7 @@ releasing them with Gaussian noise sigma each is the composition of d Gaussian m
 calibrated with T = d (synth_assets.pe.privacy). Negative noisy counts are set to 0. Rows are sampled
 column by column: a bin with probability proportional to its noisy count, then a value uniform within
 the bin on the column's scale (integers rounded). The number of rows is the mean of the noisy totals,
-a DP estimate of n.
+a DP estimate of n (summed before negative counts are set to 0, so unbiased).
 """
 
 from __future__ import annotations
@@ -46,11 +46,13 @@ def independent_marginals(
     sigma = calibrate_sigma(epsilon, delta, len(columns))
     binned = bin_table(dataset, real)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1DE9]))
-    noisy = []
+    noisy, totals = [], []
     for j, column in enumerate(columns):
         counts = np.bincount(binned.codes[:, j], minlength=column_bins(column)).astype(np.float64)
-        noisy.append(np.maximum(counts + rng.normal(0.0, sigma, size=counts.size), 0.0))
-    n = rows or max(1, int(round(np.mean([h.sum() for h in noisy]))))
+        released = counts + rng.normal(0.0, sigma, size=counts.size)
+        totals.append(released.sum())  # unbiased: summed before negative counts are set to 0
+        noisy.append(np.maximum(released, 0.0))
+    n = rows or max(1, int(round(np.mean(totals))))
     data = {}
     for column, weights in zip(columns, noisy):
         if weights.sum() <= 0:

@@ -15,7 +15,6 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
-from synth_assets.pe.encoding import to_unit
 
 NUMERIC_BINS = 10
 
@@ -51,12 +50,26 @@ def bin_table(dataset: Dataset, frame: pl.DataFrame) -> BinnedTable:
                 )
             codes[:, j] = [null_code if v is None else mapping[v] for v in values]
         else:
-            unit = to_unit(column, series.cast(pl.Float64).to_numpy())
-            nulls = np.isnan(unit)
-            binned = np.minimum((np.nan_to_num(unit) * NUMERIC_BINS).astype(np.int32), NUMERIC_BINS - 1)
-            codes[:, j] = np.where(nulls, null_code, binned)
+            values = series.cast(pl.Float64).to_numpy()
+            nulls = np.isnan(values)
+            codes[:, j] = np.where(nulls, null_code, numeric_bins(column, np.nan_to_num(values)))
     sizes = np.array([column_bins(c) for c in columns], dtype=np.int64)
     return BinnedTable([c.wide_name for c in columns], codes, sizes)
+
+
+def bin_edges(column: NumericColumn) -> np.ndarray:
+    """The NUMERIC_BINS + 1 public bin edges of a numeric column, on its raw scale."""
+    return _raw_from_unit(column, np.arange(NUMERIC_BINS + 1) / NUMERIC_BINS)
+
+
+_EDGE_TOLERANCE = 1e-9
+
+
+def numeric_bins(column: NumericColumn, values: np.ndarray) -> np.ndarray:
+    """Bin of each value: the number of inner edges at or below it (a value on an edge goes up)."""
+    inner = bin_edges(column)[1:-1] - _EDGE_TOLERANCE
+    clipped = np.clip(values, column.min, column.max)
+    return np.searchsorted(inner, clipped, side="right").astype(np.int32)
 
 
 def _distribution(codes: np.ndarray, size: int) -> np.ndarray:
@@ -107,9 +120,9 @@ def sample_in_bins(column: NumericColumn, bins: np.ndarray, rng: np.random.Gener
     bins = np.minimum(np.asarray(bins, dtype=np.int64), NUMERIC_BINS - 1)
     if column.type != "integer":
         return _raw_from_unit(column, (bins + rng.random(bins.size)) / NUMERIC_BINS)
-    edges = _raw_from_unit(column, np.arange(NUMERIC_BINS + 1) / NUMERIC_BINS)
-    low = np.ceil(edges[:-1] - 1e-9)
-    high = np.ceil(edges[1:] - 1e-9) - 1
+    edges = bin_edges(column)
+    low = np.ceil(edges[:-1] - _EDGE_TOLERANCE)
+    high = np.ceil(edges[1:] - _EDGE_TOLERANCE) - 1
     high[-1] = np.floor(column.max)
     empty = low > high
     nearest = np.clip(np.rint((edges[:-1] + edges[1:]) / 2), column.min, column.max)

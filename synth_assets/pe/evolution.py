@@ -47,7 +47,7 @@ from synth_assets.pe.marginal_prior import (
     release_marginal_prior,
 )
 from synth_assets.pe.nn import nearest_candidates
-from synth_assets.pe.privacy import epsilon_for_mu, mu_for_epsilon
+from synth_assets.pe.privacy import check_delta, epsilon_for_mu, mu_for_epsilon
 
 
 class PEConfig(BaseModel):
@@ -220,10 +220,21 @@ class CheckpointStore:
         return frame.drop("__noisy_votes"), frame["__noisy_votes"].to_numpy(), release
 
 
-def run_identity(dataset: Dataset, epsilon: float, delta: float, config: PEConfig, api: dict) -> str:
+def data_fingerprint(frame: pl.DataFrame) -> str:
+    """A digest of the private wide table's content (stays local: it is never released)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([frame.height, frame.columns, [str(t) for t in frame.dtypes]]).encode())
+    digest.update(str(int(frame.hash_rows(seed=0).sum())).encode())
+    return digest.hexdigest()[:16]
+
+
+def run_identity(
+    dataset: Dataset, data: str, epsilon: float, delta: float, config: PEConfig, api: dict
+) -> str:
     """A digest of everything that determines a run's releases: equal digests, equal releases."""
     identity = json.dumps(
-        {"dataset": dataset.fingerprint, "epsilon": epsilon, "delta": delta, "config": config.model_dump(), "api": api},
+        {"dataset": dataset.fingerprint, "data": data, "epsilon": epsilon, "delta": delta,
+         "config": config.model_dump(), "api": api},
         sort_keys=True,
         default=str,
     )
@@ -341,9 +352,19 @@ def draw_population(
     api: CandidateAPI,
     encoder: Encoder,
     config: PEConfig,
+    n_estimate: float | None = None,
 ) -> pl.DataFrame:
-    """Stage 4: the synthetic wide table, drawn from the last histogram (post-processing)."""
-    rows = config.synthetic_rows or max(1, int(round(max(float(noisy_votes.sum()), 0.0))))
+    """Stage 4: the synthetic wide table, drawn from the last histogram (post-processing).
+
+    Rows: ``synthetic_rows``, else the prior's DP estimate of n (noise about sigma_prior), else the
+    sum of the noisy votes (noise sqrt(M) sigma).
+    """
+    if config.synthetic_rows:
+        rows = config.synthetic_rows
+    elif n_estimate is not None and math.isfinite(n_estimate):
+        rows = max(1, int(round(n_estimate)))
+    else:
+        rows = max(1, int(round(max(float(noisy_votes.sum()), 0.0))))
     rng = np.random.default_rng(_seed(config.seed, 0xF1A1))
     if config.output == "cells":
         population = _cell_population(candidates, weights, rows, api, encoder, config, rng)
@@ -356,9 +377,11 @@ def draw_population(
 
 
 def checkpoint_store(
-    root: Path, dataset: Dataset, epsilon: float, delta: float, config: PEConfig, api: CandidateAPI
+    root: Path, dataset: Dataset, data: str, epsilon: float, delta: float, config: PEConfig, api: CandidateAPI
 ) -> CheckpointStore:
-    return CheckpointStore(root / dataset.name / run_identity(dataset, epsilon, delta, config, api.describe()))
+    """Checkpoints of one run, keyed by everything that determines it, the private data included."""
+    identity = run_identity(dataset, data, epsilon, delta, config, api.describe())
+    return CheckpointStore(root / dataset.name / identity)
 
 
 def private_evolution(
@@ -383,10 +406,17 @@ def private_evolution(
     say = log or (lambda message: None)
     uses_prior = api is None and config.prior_share > 0
     budget = plan_budget(dataset, epsilon, delta, config, with_prior=uses_prior)
+    check_delta(delta, max(real.height, 2))
+    data = data_fingerprint(real)
     releases: list[Release] = []
     prior_resumed = 0
+    prior = None
     if uses_prior:
-        prior_store = checkpoint_store(checkpoints, dataset, epsilon, delta, config, OfflineGenerator(dataset)) if checkpoints else None
+        prior_store = (
+            checkpoint_store(checkpoints, dataset, data, epsilon, delta, config, OfflineGenerator(dataset))
+            if checkpoints
+            else None
+        )
         stored_prior = prior_store.load_prior() if prior_store else None
         if stored_prior:
             prior, release = stored_prior
@@ -400,10 +430,11 @@ def private_evolution(
         api = candidate_api(dataset, prior)
     elif api is None:
         api = candidate_api(dataset, None)
-    store = checkpoint_store(checkpoints, dataset, epsilon, delta, config, api) if checkpoints else None
+    store = checkpoint_store(checkpoints, dataset, data, epsilon, delta, config, api) if checkpoints else None
     rounds = run_rounds(real, encoder, initial_candidates(api, config), api, budget, config, store=store, log=say)
     population = draw_population(
-        dataset, rounds.candidates, rounds.noisy_votes, rounds.weights, api, encoder, config
+        dataset, rounds.candidates, rounds.noisy_votes, rounds.weights, api, encoder, config,
+        n_estimate=prior.n_estimate if prior is not None else None,
     )
     return PEResult(
         population=population,

@@ -32,6 +32,8 @@ class MarginalPrior:
     presence: dict[str, np.ndarray]
     sigma: float
     seed: int
+    n_estimate: float = float("nan")
+    """DP estimate of the number of entities: the mean total of the histograms before clipping."""
 
     @property
     def histograms(self) -> int:
@@ -43,6 +45,7 @@ class MarginalPrior:
             "seed": self.seed,
             "columns": {k: v.tolist() for k, v in self.columns.items()},
             "presence": {k: v.tolist() for k, v in self.presence.items()},
+            "n_estimate": self.n_estimate,
         }
 
     def to_frame(self) -> pl.DataFrame:
@@ -55,7 +58,9 @@ class MarginalPrior:
         ]
         schema = {"kind": pl.Utf8, "name": pl.Utf8, "bin": pl.Int64, "noisy_count": pl.Float64}
         return pl.DataFrame(rows, schema=schema).with_columns(
-            pl.lit(self.sigma).alias("sigma"), pl.lit(self.seed, dtype=pl.Int64).alias("seed")
+            pl.lit(self.sigma).alias("sigma"),
+            pl.lit(self.seed, dtype=pl.Int64).alias("seed"),
+            pl.lit(self.n_estimate, dtype=pl.Float64).alias("n_estimate"),
         )
 
     @classmethod
@@ -70,6 +75,7 @@ class MarginalPrior:
             presence={k: np.asarray(v) for k, v in histograms["presence"].items()},
             sigma=float(frame["sigma"][0]),
             seed=int(frame["seed"][0]),
+            n_estimate=float(frame["n_estimate"][0]) if "n_estimate" in frame.columns else float("nan"),
         )
 
     @classmethod
@@ -79,6 +85,7 @@ class MarginalPrior:
             presence={k: np.asarray(v, dtype=np.float64) for k, v in data["presence"].items()},
             sigma=float(data["sigma"]),
             seed=int(data["seed"]),
+            n_estimate=float(data.get("n_estimate", float("nan"))),
         )
 
 
@@ -102,17 +109,22 @@ def release_marginal_prior(
         raise ValueError(f"sigma must be > 0, got {sigma}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9A10]))
     binned = bin_table(dataset, real)
-    columns = {}
+    columns, totals = {}, []
     for j, column in enumerate(dataset.spec.modelled_columns):
         counts = np.bincount(binned.codes[:, j], minlength=column_bins(column)).astype(np.float64)
-        columns[column.wide_name] = np.maximum(counts + rng.normal(0, sigma, counts.size), 0.0)
+        released = counts + rng.normal(0, sigma, counts.size)
+        totals.append(released.sum())
+        columns[column.wide_name] = np.maximum(released, 0.0)
     presence = {}
     for table in prior_tables(dataset):
         names = [c.wide_name for c in dataset.spec.columns_of(table)]
         present = int(real.select(pl.any_horizontal(pl.col(n).is_not_null() for n in names).sum()).item())
-        counts = np.array([present, real.height - present], dtype=np.float64)
-        presence[table] = np.maximum(counts + rng.normal(0, sigma, 2), 0.0)
-    return MarginalPrior(columns=columns, presence=presence, sigma=sigma, seed=seed)
+        released = np.array([present, real.height - present], dtype=np.float64) + rng.normal(0, sigma, 2)
+        totals.append(released.sum())
+        presence[table] = np.maximum(released, 0.0)
+    return MarginalPrior(
+        columns=columns, presence=presence, sigma=sigma, seed=seed, n_estimate=float(np.mean(totals))
+    )
 
 
 class MarginalPriorGenerator(OfflineGenerator):

@@ -10,6 +10,7 @@ it is an evaluation for the data owner, not a DP release.
 import time
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 import numpy as np
 import polars as pl
 
@@ -19,12 +20,15 @@ from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.loading import Dataset
 from synth_assets.defs.real.assets import BENCHMARK_ANSWERS_KEY, wide_key
 from synth_assets.evaluation.marginals import mean_tvd
+from synth_assets.evaluation.plots import epsilon_curve_png, markdown_image, marginals_png
+from synth_assets.io_managers import read_frame
 from synth_assets.pe.encoding import build_encoder
 from synth_assets.pe.evolution import (
     CheckpointStore,
     Release,
     candidate_api,
     checkpoint_store,
+    data_fingerprint,
     draw_population,
     initial_candidates,
     plan_budget,
@@ -73,6 +77,22 @@ def _release_metadata(release: Release) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in release.to_dict().items()}
 
 
+def _other_partitions_summary(duckdb: DuckDBResource, partition: str) -> pl.DataFrame:
+    """Summaries of the other epsilons already in the warehouse, for the quality-by-epsilon plot."""
+    columns = {"epsilon": pl.Float64, "generator": pl.Utf8, "pass_rate": pl.Float64,
+               "tvd_1way": pl.Float64, "tvd_2way": pl.Float64}
+    with duckdb.get_connection() as connection:
+        try:
+            frame = read_frame(connection, "synthetic", "benchmark_scores__summary")
+        except FileNotFoundError:
+            return pl.DataFrame(schema=columns)
+    return (
+        frame.filter(pl.col("partition_key") != partition)
+        .with_columns(pl.col("partition_key").cast(pl.Float64).alias("epsilon"))
+        .select(list(columns))
+    )
+
+
 def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     partitions = epsilon_partitions(dataset)
     wide = wide_key(dataset)
@@ -100,7 +120,10 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
             context.add_output_metadata({"epsilon": epsilon, "prior_share": 0.0, "histograms": 0})
             return MarginalPrior(columns={}, presence={}, sigma=1.0, seed=config.seed).to_frame()
         started = time.perf_counter()
-        store = checkpoint_store(pe.checkpoints(), dataset, epsilon, delta, config, candidate_api(dataset, None))
+        store = checkpoint_store(
+            pe.checkpoints(), dataset, data_fingerprint(wide_table), epsilon, delta, config,
+            candidate_api(dataset, None),
+        )
         stored = store.load_prior()
         prior, release = stored if stored else release_prior(dataset, wide_table, budget, config)
         if not stored:
@@ -175,7 +198,9 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         prior_model = _prior_or_none(prior)
         api = candidate_api(dataset, prior_model)
         budget = plan_budget(dataset, epsilon, delta, config, with_prior=prior_model is not None)
-        store: CheckpointStore = checkpoint_store(pe.checkpoints(), dataset, epsilon, delta, config, api)
+        store: CheckpointStore = checkpoint_store(
+            pe.checkpoints(), dataset, data_fingerprint(wide_table), epsilon, delta, config, api
+        )
         started = time.perf_counter()
         rounds = run_rounds(wide_table, encoder, pool, api, budget, config, store=store, log=context.log.info)
         weighted = int((rounds.weights > 0).sum())
@@ -218,7 +243,8 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         prior: pl.DataFrame,
     ) -> pl.DataFrame:
         config = pe.config()
-        api = candidate_api(dataset, _prior_or_none(prior))
+        prior_model = _prior_or_none(prior)
+        api = candidate_api(dataset, prior_model)
         candidates = histogram.drop(NOISY_VOTES, WEIGHT)
         population = draw_population(
             dataset,
@@ -228,6 +254,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
             api,
             encoder,
             config,
+            n_estimate=prior_model.n_estimate if prior_model else None,
         )
         context.add_output_metadata(
             {"epsilon": _epsilon(context), "rows": population.height, "output": config.output}
@@ -294,6 +321,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     )
     def benchmark_scores(
         context: dg.AssetExecutionContext,
+        duckdb: DuckDBResource,
         answers: dict[str, pl.DataFrame],
         wide_table: pl.DataFrame,
         tables: dict[str, pl.DataFrame],
@@ -329,6 +357,20 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
             markdown[generator] = scores_markdown(scores)
         summary = pl.DataFrame(summary_rows)
         pe_row, reference_row = summary_rows
+        plotted = [c for c in sorted(encoder.weights, key=encoder.weights.get, reverse=True)][:4]
+        marginals = marginals_png(
+            dataset,
+            {"real": wide_table, "private_evolution": population, "independent_marginals": reference},
+            plotted,
+        )
+        curve = epsilon_curve_png(
+            pl.concat(
+                [_other_partitions_summary(duckdb, context.partition_key),
+                 summary.select("generator", "pass_rate", "tvd_1way", "tvd_2way").with_columns(
+                     pl.lit(epsilon).alias("epsilon"))],
+                how="diagonal_relaxed",
+            )
+        )
         context.add_output_metadata(
             {
                 "epsilon": epsilon,
@@ -339,6 +381,8 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 "reference_tvd_1way": round(reference_row["tvd_1way"], 4),
                 "reference_tvd_2way": round(reference_row["tvd_2way"], 4),
                 "queries": dg.MetadataValue.md(markdown["private_evolution"]),
+                "marginals": dg.MetadataValue.md(markdown_image(marginals, "real vs synthetic marginals")),
+                "quality_by_epsilon": dg.MetadataValue.md(markdown_image(curve, "quality against epsilon")),
                 "reference_queries": dg.MetadataValue.md(markdown["independent_marginals"]),
             }
         )
