@@ -14,7 +14,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn
-from synth_assets.evaluation.marginals import NUMERIC_BINS, bin_table
+from synth_assets.evaluation.marginals import bin_edges, bin_table
 
 
 def _pyplot():
@@ -41,8 +41,8 @@ def _labels(column) -> list[str]:
     if isinstance(column, CategoricalColumn):
         labels = list(column.categories)
     else:
-        edges = np.linspace(0, 1, NUMERIC_BINS + 1)
-        labels = [f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]
+        edges = bin_edges(column)
+        labels = [f"{a:.3g}-{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
     return labels + (["null"] if column.nullable else [])
 
 
