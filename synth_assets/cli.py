@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from synth_assets.datasets.loading import DatasetError, configured_dataset_dir, load_dataset
+from synth_assets.datasets.loading import (
+    DatasetError,
+    configured_dataset_dir,
+    load_dataset,
+)
 
 
 def _instance():
@@ -136,6 +140,38 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _command_ledger(args: argparse.Namespace) -> int:
+    from synth_assets.ledger import (
+        LedgerBusy,
+        PrivacyLedger,
+        format_ledger,
+        ledger_view,
+    )
+    from synth_assets.resources import DEFAULT_DELTA, warehouse_path
+
+    dataset = load_dataset(args.dataset or configured_dataset_dir())
+    path = warehouse_path(dataset.name)
+    if not path.is_file():
+        print(f"synth-assets: no warehouse at {path}: nothing has been released from {dataset.name!r}")
+        return 0
+    ledger = PrivacyLedger(path)
+    delta = dataset.spec.privacy.delta or DEFAULT_DELTA
+    budgets = {dataset.name: dataset.spec.privacy.budget_epsilon}
+    try:
+        if args.json:
+            document = {
+                "totals": ledger_view(ledger, budgets=budgets, delta=delta, dataset=dataset.name).to_dicts(),
+                "releases": ledger.releases(dataset.name).to_dicts(),
+            }
+            print(json.dumps(document, indent=2, default=str))
+        else:
+            print(format_ledger(ledger, budgets=budgets, delta=delta, dataset=dataset.name))
+    except LedgerBusy as exc:
+        print(f"synth-assets: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrors(prog="synth-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrors)
@@ -167,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON document, a list per epsilon")
     run.add_argument("--verbose", action="store_true", help="show Dagster's step-by-step log")
     run.set_defaults(handler=_command_run)
+
+    ledger = commands.add_parser(
+        "ledger", help="the privacy budget ledger of a dataset: every DP release and the total spent"
+    )
+    ledger.add_argument("--dataset", help="dataset directory (default: the embedded Baseball Databank)")
+    ledger.add_argument("--json", action="store_true", help="print the totals and releases as JSON")
+    ledger.set_defaults(handler=_command_ledger)
     return parser
 
 

@@ -71,7 +71,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -189,6 +189,9 @@ class BudgetExceeded(RuntimeError):
     def __init__(self, check: BudgetCheck):
         self.check = check
         super().__init__(check.explain())
+
+    def __reduce__(self):  # picklable although __init__ takes the check, not the message
+        return (type(self), (self.check,))
 
 
 class LedgerBusy(RuntimeError):
@@ -352,16 +355,16 @@ def pe_run_releases(
     ``T`` histograms with ``sigma`` (one materialization of dp_histogram). Together they compose to the
     split's (epsilon, delta).
     """
-    common = dict(
-        epsilon=split.epsilon,
-        delta=split.delta,
-        T=split.iterations,
-        seed=seed,
-        run_id=run_id,
-        partition_key=partition_key,
-        parameters=parameters or {},
-        data_digest=data_digest,
-    )
+    common = {
+        "epsilon": split.epsilon,
+        "delta": split.delta,
+        "T": split.iterations,
+        "seed": seed,
+        "run_id": run_id,
+        "partition_key": partition_key,
+        "parameters": parameters or {},
+        "data_digest": data_digest,
+    }
     releases = {}
     if split.prior_histograms and split.prior_sigma:
         releases["marginal_prior"] = LedgerRelease.for_dataset(
@@ -484,19 +487,27 @@ class BudgetCheck:
             for r in self.new
         ) or "nothing new"
         free = len(self.planned) - len(self.new)
+        budget = "none" if self.budget_epsilon is None else _f(self.budget_epsilon)
+        verdict = "would be exceeded" if self.exceeded else "check"
+        already = f"; {free} planned release{'s' if free != 1 else ''} already recorded (free)" if free else ""
         lines = [
-            f"privacy budget of dataset {self.dataset!r}"
-            + (" would be exceeded" if self.exceeded else " check")
-            + f" (epsilon at delta {self.delta:g}, GDP composition; budget "
-            f"{'none' if self.budget_epsilon is None else _f(self.budget_epsilon)}):",
-            f"  spent:   epsilon {_f(spent.epsilon_gdp)} (mu {spent.mu:.4f}) over {spent.releases} recorded "
-            f"release{'s' if spent.releases != 1 else ''}; simple sum of epsilons {_f(spent.epsilon_sum)}",
-            f"  planned: this materialization would spend epsilon {_f(self.planned_epsilon)} on its own "
-            f"(mu {self.planned_mu:.4f}; simple sum {_f(self.planned_epsilon_sum)}) in {len(self.new)} new "
-            f"release{'s' if len(self.new) != 1 else ''}: {kinds}"
-            + (f"; {free} planned release{'s' if free != 1 else ''} already recorded (free)" if free else ""),
-            f"  total:   epsilon {_f(self.total_epsilon)} (mu {self.total_mu:.4f}); simple sum "
-            f"{_f(self.total_epsilon_sum)}",
+            (
+                f"privacy budget of dataset {self.dataset!r} {verdict} (epsilon at delta {self.delta:g}, "
+                f"GDP composition; budget {budget}):"
+            ),
+            (
+                f"  spent:   epsilon {_f(spent.epsilon_gdp)} (mu {spent.mu:.4f}) over {spent.releases} recorded "
+                f"release{'s' if spent.releases != 1 else ''}; simple sum of epsilons {_f(spent.epsilon_sum)}"
+            ),
+            (
+                f"  planned: this materialization would spend epsilon {_f(self.planned_epsilon)} on its own "
+                f"(mu {self.planned_mu:.4f}; simple sum {_f(self.planned_epsilon_sum)}) in {len(self.new)} new "
+                f"release{'s' if len(self.new) != 1 else ''}: {kinds}{already}"
+            ),
+            (
+                f"  total:   epsilon {_f(self.total_epsilon)} (mu {self.total_mu:.4f}); simple sum "
+                f"{_f(self.total_epsilon_sum)}"
+            ),
         ]
         if self.budget_epsilon is not None:
             lines.append(
@@ -809,7 +820,7 @@ class PrivacyLedger:
 
     @staticmethod
     def _insert(connection: duckdb.DuckDBPyConnection, release: LedgerRelease) -> bool:
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = datetime.now(UTC).replace(tzinfo=None)
         identity = release.identity
         inserted = connection.execute(
             f"""
@@ -941,7 +952,8 @@ def format_ledger(
     frame = ledger.releases(dataset)
     if frame.height == 0:
         where = f" for dataset {dataset!r}" if dataset else ""
-        return f"privacy ledger {ledger.path or ''}: no DP release recorded{where}".replace("  ", " ")
+        location = f" {ledger.path}" if ledger.path else ""
+        return f"privacy ledger{location}: no DP release recorded{where}"
     view = ledger_view(ledger, budgets=budgets, delta=delta, dataset=dataset)
     out = [f"privacy ledger {ledger.path}" if ledger.path else "privacy ledger"]
     for total in view.iter_rows(named=True):

@@ -14,9 +14,15 @@ import dagster as dg
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.defs.graph import build_assets, build_resources
+from synth_assets.defs.graph import build_assets, build_checks, build_resources
 from synth_assets.defs.real.assets import build_real_assets, wide_key
-from synth_assets.defs.synthetic.assets import DP_HISTOGRAM_KEY, DP_PRIOR_KEY, POPULATION_KEY, SCORES_KEY, epsilon_key
+from synth_assets.defs.synthetic.assets import (
+    DP_HISTOGRAM_KEY,
+    DP_PRIOR_KEY,
+    POPULATION_KEY,
+    SCORES_KEY,
+    epsilon_key,
+)
 from synth_assets.resources import PrivateEvolutionResource
 
 
@@ -71,13 +77,15 @@ def run_pipeline(
         population_description=dataset.population_description,
         files=dataset.files,
     )
-    assets = build_assets(dataset_for_run)
+    assets = [*build_assets(dataset_for_run), *build_checks(dataset_for_run)]
     resources = build_resources(
         dataset_for_run, entity_fraction=entity_fraction, pe=pe, database=database
     )
     instance = instance or dg.DagsterInstance.ephemeral()
     real_keys = [key for a in build_real_assets(dataset_for_run) for key in a.keys]
-    synthetic_keys = [key for a in assets for key in a.keys if key not in set(real_keys)]
+    synthetic_keys = [
+        key for a in build_assets(dataset_for_run) for key in a.keys if key not in set(real_keys)
+    ]
 
     started = time.perf_counter()
     result = dg.materialize(

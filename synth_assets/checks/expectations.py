@@ -42,7 +42,11 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.datasets.spec import CategoricalColumn, IdentifierColumn, NumericColumn
+from synth_assets.datasets.spec import (
+    CategoricalColumn,
+    IdentifierColumn,
+    NumericColumn,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -456,7 +460,7 @@ def validate_frame(frame: pl.DataFrame, suite: ExpectationSuite) -> ValidationRe
     )
     batch = batch_definition.get_batch(batch_parameters={"dataframe": to_pandas(frame)})
     result = batch.validate(
-        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": _EXAMPLES}
+        suite, result_format={"result_format": "BASIC", "partial_unexpected_count": _EXAMPLES}
     )
     outcomes = []
     for r in sorted(result.results, key=lambda r: (r.expectation_config.meta or {}).get("position", 0)):

@@ -8,14 +8,20 @@ from dagster_duckdb import DuckDBResource
 
 from synth_assets.datasets.loading import Dataset, configured_dataset_dir, load_dataset
 from synth_assets.defs.real.assets import build_real_assets
+from synth_assets.defs.real.checks import build_real_checks
 from synth_assets.defs.synthetic.assets import build_synthetic_assets
+from synth_assets.defs.synthetic.checks import build_synthetic_checks
 from synth_assets.defs.synthetic.jobs import (
     build_epsilon_grid_job,
     build_epsilon_grid_schedule,
     build_resume_sensor,
 )
 from synth_assets.io_managers import DuckDBWarehouseIOManager
-from synth_assets.resources import DatasetResource, PrivateEvolutionResource, warehouse_path
+from synth_assets.resources import (
+    DatasetResource,
+    PrivateEvolutionResource,
+    warehouse_path,
+)
 
 
 def build_resources(
@@ -38,12 +44,17 @@ def build_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     return [*build_real_assets(dataset), *build_synthetic_assets(dataset)]
 
 
+def build_checks(dataset: Dataset) -> list[dg.AssetChecksDefinition]:
+    return [*build_real_checks(dataset), *build_synthetic_checks(dataset)]
+
+
 def build_definitions(dataset: Dataset | None = None, **resource_options) -> dg.Definitions:
     dataset = dataset or load_dataset(configured_dataset_dir())
     synthetic = build_synthetic_assets(dataset)
     job = build_epsilon_grid_job()
     return dg.Definitions(
         assets=[*build_real_assets(dataset), *synthetic],
+        asset_checks=build_checks(dataset),
         jobs=[job],
         schedules=[build_epsilon_grid_schedule(dataset, job)],
         sensors=[build_resume_sensor(job, {key for a in synthetic for key in a.keys})],

@@ -10,9 +10,9 @@ it is an evaluation for the data owner, not a DP release.
 import time
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 import numpy as np
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
 from synth_assets.baselines.independent import independent_marginals
 from synth_assets.benchmark.compare import compare, pass_rate, scores_markdown
@@ -20,8 +20,13 @@ from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.loading import Dataset
 from synth_assets.defs.real.assets import BENCHMARK_ANSWERS_KEY, wide_key
 from synth_assets.evaluation.marginals import mean_tvd
-from synth_assets.evaluation.plots import epsilon_curve_png, markdown_image, marginals_png
+from synth_assets.evaluation.plots import (
+    epsilon_curve_png,
+    marginals_png,
+    markdown_image,
+)
 from synth_assets.io_managers import read_frame
+from synth_assets.ledger import LedgerRelease, PrivacyLedger, pe_run_releases
 from synth_assets.pe.encoding import build_encoder
 from synth_assets.pe.evolution import (
     CheckpointStore,
@@ -37,8 +42,8 @@ from synth_assets.pe.evolution import (
 )
 from synth_assets.pe.generators import validate_candidates
 from synth_assets.pe.marginal_prior import MarginalPrior
-from synth_assets.pe.privacy import check_delta
-from synth_assets.resources import PrivateEvolutionResource
+from synth_assets.pe.privacy import calibrate_sigma, check_delta
+from synth_assets.resources import DEFAULT_DELTA, PrivateEvolutionResource
 from synth_assets.tables.decompose import decompose
 
 SYNTHETIC_GROUP = "synthetic"
@@ -93,6 +98,38 @@ def _other_partitions_summary(duckdb: DuckDBResource, partition: str) -> pl.Data
     )
 
 
+def _ledger_parameters(config) -> dict:
+    return {"config": config.model_dump()}
+
+
+def _charge(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBResource,
+    dataset: Dataset,
+    releases: list[LedgerRelease],
+    upcoming: list[LedgerRelease] = (),
+) -> dict:
+    """Check the dataset's budget and record the releases, BEFORE the mechanism runs.
+
+    Raises BudgetExceeded (nothing recorded, nothing computed) when the budget would be exceeded.
+    A release already recorded (same data, settings and seed) is not charged again.
+    """
+    ledger = PrivacyLedger(duckdb.database)
+    budget_delta = dataset.spec.privacy.delta or DEFAULT_DELTA
+    check = ledger.charge(
+        releases, delta=budget_delta, budget_epsilon=dataset.spec.privacy.budget_epsilon,
+        upcoming=list(upcoming),
+    )
+    spent = ledger.spent(dataset.name, budget_delta)
+    context.log.info(check.explain())
+    return {
+        "ledger_new_releases": len(releases) - len(check.already_recorded),
+        "ledger_spent_epsilon_gdp": round(spent.epsilon_gdp, 6),
+        "ledger_spent_epsilon_sum": round(spent.epsilon_sum, 6),
+        "ledger_budget_epsilon": dataset.spec.privacy.budget_epsilon,
+    }
+
+
 def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     partitions = epsilon_partitions(dataset)
     wide = wide_key(dataset)
@@ -111,7 +148,10 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         **common,
     )
     def dp_prior(
-        context: dg.AssetExecutionContext, pe: PrivateEvolutionResource, wide_table: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        pe: PrivateEvolutionResource,
+        duckdb: DuckDBResource,
+        wide_table: pl.DataFrame,
     ) -> pl.DataFrame:
         config, epsilon, delta = pe.config(), _epsilon(context), pe.delta_for(dataset)
         check_delta(delta, max(wide_table.height, 2))
@@ -119,10 +159,15 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         if config.prior_share == 0:
             context.add_output_metadata({"epsilon": epsilon, "prior_share": 0.0, "histograms": 0})
             return MarginalPrior(columns={}, presence={}, sigma=1.0, seed=config.seed).to_frame()
+        data = data_fingerprint(wide_table)
+        planned = pe_run_releases(
+            dataset, budget, seed=config.seed, run_id=context.run_id,
+            partition_key=context.partition_key, parameters=_ledger_parameters(config), data_digest=data,
+        )
+        ledger = _charge(context, duckdb, dataset, [planned["marginal_prior"]], [planned["nn_histogram"]])
         started = time.perf_counter()
         store = checkpoint_store(
-            pe.checkpoints(), dataset, data_fingerprint(wide_table), epsilon, delta, config,
-            candidate_api(dataset, None),
+            pe.checkpoints(), dataset, data, epsilon, delta, config, candidate_api(dataset, None)
         )
         stored = store.load_prior()
         prior, release = stored if stored else release_prior(dataset, wide_table, budget, config)
@@ -139,6 +184,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 "resumed_from_checkpoint": stored is not None,
                 "seconds": round(time.perf_counter() - started, 3),
                 "release": dg.MetadataValue.json(_release_metadata(release)),
+                **ledger,
             }
         )
         return prior.to_frame()
@@ -190,6 +236,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     def dp_histogram(
         context: dg.AssetExecutionContext,
         pe: PrivateEvolutionResource,
+        duckdb: DuckDBResource,
         wide_table: pl.DataFrame,
         pool: pl.DataFrame,
         prior: pl.DataFrame,
@@ -198,9 +245,14 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         prior_model = _prior_or_none(prior)
         api = candidate_api(dataset, prior_model)
         budget = plan_budget(dataset, epsilon, delta, config, with_prior=prior_model is not None)
-        store: CheckpointStore = checkpoint_store(
-            pe.checkpoints(), dataset, data_fingerprint(wide_table), epsilon, delta, config, api
+        data = data_fingerprint(wide_table)
+        parameters = {**_ledger_parameters(config), "pool": data_fingerprint(pool)}
+        planned = pe_run_releases(
+            dataset, budget, seed=config.seed, run_id=context.run_id,
+            partition_key=context.partition_key, parameters=parameters, data_digest=data,
         )
+        ledger = _charge(context, duckdb, dataset, [planned["nn_histogram"]])
+        store: CheckpointStore = checkpoint_store(pe.checkpoints(), dataset, data, epsilon, delta, config, api)
         started = time.perf_counter()
         rounds = run_rounds(wide_table, encoder, pool, api, budget, config, store=store, log=context.log.info)
         weighted = int((rounds.weights > 0).sum())
@@ -220,6 +272,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 "seconds": round(time.perf_counter() - started, 3),
                 "releases": dg.MetadataValue.json([_release_metadata(r) for r in rounds.releases]),
                 "distance_weights": dg.MetadataValue.json(encoder.describe()),
+                **ledger,
             }
         )
         return rounds.candidates.with_columns(
@@ -286,9 +339,20 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         **common,
     )
     def independent_marginals_reference(
-        context: dg.AssetExecutionContext, pe: PrivateEvolutionResource, wide_table: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        pe: PrivateEvolutionResource,
+        duckdb: DuckDBResource,
+        wide_table: pl.DataFrame,
     ) -> pl.DataFrame:
         epsilon, delta, seed = _epsilon(context), pe.delta_for(dataset), pe.config().seed
+        histograms = len(dataset.spec.modelled_columns)
+        release = LedgerRelease.for_dataset(
+            dataset, kind="independent_marginals", epsilon=epsilon, delta=delta,
+            sigma=calibrate_sigma(epsilon, delta, histograms), histograms=histograms, T=None, seed=seed,
+            run_id=context.run_id, partition_key=context.partition_key,
+            data_digest=data_fingerprint(wide_table),
+        )
+        ledger = _charge(context, duckdb, dataset, [release])
         result = independent_marginals(dataset, wide_table, epsilon=epsilon, delta=delta, seed=seed)
         context.add_output_metadata(
             {
@@ -298,6 +362,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 "histograms": result.histograms,
                 "seed": seed,
                 "rows": result.population.height,
+                **ledger,
             }
         )
         return result.population

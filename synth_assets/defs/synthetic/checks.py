@@ -131,6 +131,29 @@ def _decomposed_check(dataset: Dataset, partitions: dg.PartitionsDefinition):
     return _check
 
 
+def failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetCheckKey]:
+    """Blocking checks that failed with ERROR severity in run ``run_id``.
+
+    Such a run fails on purpose (Dagster fails the check's step and skips what is downstream). A
+    sensor that resumes failed runs by requesting only the assets they did not materialize must
+    not resume these: the request would not include the failed check's asset, so nothing would stop
+    the bad data from flowing downstream.
+    """
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000
+    ).records
+    failed = set()
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if (
+            not evaluation.passed
+            and evaluation.blocking
+            and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        ):
+            failed.add(evaluation.asset_check_key)
+    return sorted(failed, key=lambda k: k.to_user_string())
+
+
 def build_synthetic_checks(dataset: Dataset) -> list[dg.AssetChecksDefinition]:
     """The checks of the synthetic half, partitioned by epsilon."""
     partitions = epsilon_partitions(dataset)

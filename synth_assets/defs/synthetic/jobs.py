@@ -1,7 +1,9 @@
 """The epsilon-grid job, its schedule, and the sensor that resumes failed partitions."""
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.defs.synthetic.assets import (
@@ -10,6 +12,7 @@ from synth_assets.defs.synthetic.assets import (
     SYNTHETIC_GROUP,
     epsilon_partitions,
 )
+from synth_assets.defs.synthetic.checks import failed_blocking_checks
 
 EPSILON_GRID_JOB = "epsilon_grid"
 RESUMED_FROM_TAG = "synth_assets/resumed_from"
@@ -70,6 +73,17 @@ def _daemon_will_retry(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool
     return attempt < maximum
 
 
+def _refused_by_budget(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    for record in records:
+        error = record.event_log_entry.dagster_event.event_specific_data.error
+        while error is not None:
+            if error.cls_name == "BudgetExceeded":
+                return True
+            error = error.cause
+    return False
+
+
 def build_resume_sensor(
     job: UnresolvedAssetJobDefinition, job_assets: set[dg.AssetKey]
 ) -> dg.SensorDefinition:
@@ -88,6 +102,11 @@ def build_resume_sensor(
         run = context.dagster_run
         if _daemon_will_retry(context.instance, run):
             return dg.SkipReason(f"run {run.run_id} will be retried by the daemon")
+        blocked = failed_blocking_checks(context.instance, run.run_id)
+        if blocked:
+            return dg.SkipReason(f"run {run.run_id} stopped at failed blocking checks {blocked}: fix the data")
+        if _refused_by_budget(context.instance, run):
+            return dg.SkipReason(f"run {run.run_id} was refused by the privacy budget")
         attempt = int(run.tags.get(RESUME_ATTEMPT_TAG, "0"))
         if attempt >= MAX_RESUMES:
             return dg.SkipReason(f"partition {run.tags.get('dagster/partition')} resumed {attempt} times")
