@@ -13,8 +13,14 @@ from typing import Any, get_origin
 
 import duckdb
 import polars as pl
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
-from dagster import TableColumn, TableSchema
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+)
 from dagster_duckdb import DuckDBResource
 
 from synth_assets.sql import fetch_polars

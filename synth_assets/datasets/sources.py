@@ -13,8 +13,13 @@ import duckdb
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset, DatasetError
+from synth_assets.datasets.spec import (
+    CsvSource,
+    DuckDBSource,
+    PackagedSource,
+    ParquetSource,
+)
 from synth_assets.sql import fetch_polars
-from synth_assets.datasets.spec import CsvSource, DuckDBSource, PackagedSource, ParquetSource
 
 PackagedLoader = Callable[[str], pl.DataFrame]
 _PACKAGED_LOADERS: dict[str, PackagedLoader] = {}

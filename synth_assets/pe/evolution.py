@@ -39,7 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from synth_assets.datasets.loading import Dataset
 from synth_assets.pe.encoding import Encoder
 from synth_assets.pe.generators import CandidateAPI, OfflineGenerator
-from synth_assets.pe.histogram import dp_nn_histogram, noise_rng, select_candidates, threshold
+from synth_assets.pe.histogram import (
+    dp_nn_histogram,
+    noise_rng,
+    select_candidates,
+    threshold,
+)
 from synth_assets.pe.marginal_prior import (
     MarginalPrior,
     MarginalPriorGenerator,

@@ -53,7 +53,11 @@ import numpy as np
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.datasets.spec import CategoricalColumn, IdentifierColumn, NumericColumn
+from synth_assets.datasets.spec import (
+    CategoricalColumn,
+    IdentifierColumn,
+    NumericColumn,
+)
 from synth_assets.pe.encoding import encode_categorical, from_unit, to_unit
 
 __all__ = [

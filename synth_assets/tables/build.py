@@ -13,8 +13,12 @@ import duckdb
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset, DatasetError
+from synth_assets.datasets.spec import (
+    CategoricalColumn,
+    IdentifierColumn,
+    NumericColumn,
+)
 from synth_assets.sql import referenced_tables, run_sql
-from synth_assets.datasets.spec import CategoricalColumn, IdentifierColumn, NumericColumn
 
 _POLARS_TYPE = {"integer": pl.Int64, "float": pl.Float64}
 
