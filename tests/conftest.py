@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -86,3 +87,6 @@ def _isolated_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     """Every test writes its DuckDB warehouse under its own temporary directory."""
     monkeypatch.setenv("SYNTH_ASSETS_WAREHOUSE", str(tmp_path / "warehouse"))
     monkeypatch.delenv("SYNTH_ASSETS_DATASET", raising=False)
+    for name in list(os.environ):  # never send a test to an endpoint a developer configured
+        if name.startswith(("SYNTH_ASSETS_LLM_", "OPENAI_")):
+            monkeypatch.delenv(name)

@@ -17,6 +17,7 @@ from synth_assets.defs.synthetic.jobs import (
     build_resume_sensor,
 )
 from synth_assets.io_managers import DuckDBWarehouseIOManager
+from synth_assets.pe.llm.resource import LLMResource
 from synth_assets.resources import (
     DatasetResource,
     PrivateEvolutionResource,
@@ -30,6 +31,7 @@ def build_resources(
     entity_fraction: float = 1.0,
     database: str | None = None,
     pe: PrivateEvolutionResource | None = None,
+    llm: LLMResource | None = None,
 ) -> dict:
     duckdb = DuckDBResource(database=database or str(warehouse_path(dataset.name)))
     return {
@@ -37,6 +39,7 @@ def build_resources(
         "duckdb": duckdb,
         "io_manager": DuckDBWarehouseIOManager(duckdb=duckdb),
         "pe": pe or PrivateEvolutionResource(),
+        "llm": llm or LLMResource.from_env(),
     }
 
 

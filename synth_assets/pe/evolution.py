@@ -30,7 +30,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
@@ -53,6 +53,9 @@ from synth_assets.pe.marginal_prior import (
 )
 from synth_assets.pe.nn import nearest_candidates
 from synth_assets.pe.privacy import check_delta, epsilon_for_mu, mu_for_epsilon
+
+if TYPE_CHECKING:
+    from synth_assets.pe.llm.settings import LLMSettings
 
 
 class PEConfig(BaseModel):
@@ -250,8 +253,17 @@ def _seed(seed: int, *words: int) -> int:
     return int(np.random.SeedSequence([seed, *words]).generate_state(1)[0])
 
 
-def candidate_api(dataset: Dataset, prior: MarginalPrior | None) -> CandidateAPI:
-    """The offline candidate API: drawing from the DP prior if there is one, else from the public domain."""
+def candidate_api(
+    dataset: Dataset, prior: MarginalPrior | None, llm: LLMSettings | None = None, *, log=None
+) -> CandidateAPI:
+    """The candidate API of a run: an LLM endpoint when one is configured, else the offline generator
+    (drawing from the DP prior if there is one, else uniformly from the public domain)."""
+    if llm is not None:
+        from synth_assets.pe.llm.api import (
+            LLMCandidateAPI,  # the openai client is slow to import
+        )
+
+        return LLMCandidateAPI(dataset, llm, prior=prior, log=log)
     return MarginalPriorGenerator(dataset, prior) if prior is not None else OfflineGenerator(dataset)
 
 

@@ -41,6 +41,8 @@ from synth_assets.pe.evolution import (
     run_rounds,
 )
 from synth_assets.pe.generators import validate_candidates
+from synth_assets.pe.llm.resource import LLMResource
+from synth_assets.pe.llm.wiring import generation_metadata
 from synth_assets.pe.marginal_prior import MarginalPrior
 from synth_assets.pe.privacy import calibrate_sigma, check_delta
 from synth_assets.resources import DEFAULT_DELTA, PrivateEvolutionResource
@@ -200,10 +202,13 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         **common,
     )
     def candidate_pool(
-        context: dg.AssetExecutionContext, pe: PrivateEvolutionResource, prior: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        pe: PrivateEvolutionResource,
+        llm: LLMResource,
+        prior: pl.DataFrame,
     ) -> pl.DataFrame:
         config = pe.config()
-        api = candidate_api(dataset, _prior_or_none(prior))
+        api = candidate_api(dataset, _prior_or_none(prior), llm.settings(), log=context.log.info)
         started = time.perf_counter()
         pool = initial_candidates(api, config)
         violations = validate_candidates(dataset, pool)
@@ -213,6 +218,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 "api": dg.MetadataValue.json(api.describe()),
                 "invalid_values": sum(violations.values()),
                 "seconds": round(time.perf_counter() - started, 3),
+                **generation_metadata(api),
             }
         )
         return pool
@@ -236,6 +242,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     def dp_histogram(
         context: dg.AssetExecutionContext,
         pe: PrivateEvolutionResource,
+        llm: LLMResource,
         duckdb: DuckDBResource,
         wide_table: pl.DataFrame,
         pool: pl.DataFrame,
@@ -243,7 +250,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     ) -> pl.DataFrame:
         config, epsilon, delta = pe.config(), _epsilon(context), pe.delta_for(dataset)
         prior_model = _prior_or_none(prior)
-        api = candidate_api(dataset, prior_model)
+        api = candidate_api(dataset, prior_model, llm.settings(), log=context.log.info)
         budget = plan_budget(dataset, epsilon, delta, config, with_prior=prior_model is not None)
         data = data_fingerprint(wide_table)
         parameters = {**_ledger_parameters(config), "pool": data_fingerprint(pool)}
@@ -273,6 +280,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 "releases": dg.MetadataValue.json([_release_metadata(r) for r in rounds.releases]),
                 "distance_weights": dg.MetadataValue.json(encoder.describe()),
                 **ledger,
+                **generation_metadata(api),
             }
         )
         return rounds.candidates.with_columns(

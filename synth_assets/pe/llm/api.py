@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 
@@ -242,6 +241,12 @@ class LLMCandidateAPI:
                     self._capability_known = False
                     failures = {i: r for i, r in failures.items() if r != "format_unsupported"}
                     continue
+            if outcome.format_unsupported:
+                raise LLMGenerationError(
+                    f"{self.settings.endpoint} refused response_format {self.structured_output!r} for model "
+                    f"{self.settings.model!r}: set SYNTH_ASSETS_LLM_STRUCTURED_OUTPUT=auto (falls back to JSON "
+                    "mode, then to a plain prompt) or to a mode the server supports"
+                )
             break
         for reason in failures.values():
             report.requests_failed += 1
@@ -284,12 +289,14 @@ class LLMCandidateAPI:
             probe = realtime.execute(send[:1], report)
             outcome.results.update(probe.results)
             outcome.failures.update(probe.failures)
-            if probe.format_unsupported or not probe.results:
-                return outcome
+            if probe.format_unsupported:
+                return outcome  # the caller falls back to the next mode and builds the requests again
             send = send[1:]
-            if not self._capability_known:
+            if probe.results:
                 self.store.set_capability(self.settings.endpoint, self.settings.model, self.structured_output)
                 self._capability_known = True
+            if not send:
+                return outcome
         self.log(f"submitting {len(send)} requests to the Batch API of {self.settings.endpoint}")
         batched = BatchRunner(self.settings, self.store, log=self.log).execute(send, report)
         outcome.results.update(batched.results)
@@ -350,6 +357,13 @@ class LLMCandidateAPI:
         started = time.perf_counter()
         report = self._new_report()
         report.records_requested = n
+        try:
+            frame = self._random(n, seed, report)
+        finally:
+            self._finish("random", report, started)
+        return frame
+
+    def _random(self, n: int, seed: int, report: GenerationReport) -> pl.DataFrame:
         per_request = self.settings.records_per_request
         frames: list[pl.DataFrame] = []
         have = 0
@@ -383,11 +397,11 @@ class LLMCandidateAPI:
             if answered == 0:
                 break  # nothing came back at all: more rounds would not help
         missing = n - have
+        report.records_valid = have
         self._shortfall(missing, n, report, "random")
         if missing > 0:
             frames.append(self.fallback.random(missing, seed=_derive(seed, "random-fill")).select(list(self.schema)))
         report.records_valid = have
-        self._finish("random", report, started)
         if not frames:
             return pl.DataFrame(schema=self.schema)
         return pl.concat(frames, how="vertical").cast(self.schema).select(list(self.schema))
@@ -414,8 +428,24 @@ class LLMCandidateAPI:
         selected = self._check_selected(selected)
         started = time.perf_counter()
         report = self._new_report()
+        report.records_requested = selected.height * n_per_record
+        try:
+            frame = self._variation(selected, n_per_record, iteration, iterations, seed, rate, report)
+        finally:
+            self._finish("variation", report, started)
+        return frame
+
+    def _variation(
+        self,
+        selected: pl.DataFrame,
+        n_per_record: int,
+        iteration: int,
+        iterations: int,
+        seed: int,
+        rate: float,
+        report: GenerationReport,
+    ) -> pl.DataFrame:
         total = selected.height * n_per_record
-        report.records_requested = total
         children: list[list[dict]] = [[] for _ in range(selected.height)]
         per_request = self.settings.records_per_request
         for round_ in range(self.settings.max_topup_rounds + 1):
@@ -458,6 +488,7 @@ class LLMCandidateAPI:
                 break
         have = sum(len(c) for c in children)
         missing = total - have
+        report.records_valid = have
         self._shortfall(missing, total, report, "variation")
         fill: list[dict] = []
         if missing:
@@ -471,10 +502,7 @@ class LLMCandidateAPI:
                 children[k].append(record)
         report.records_valid = have
         rows = [children[k][i] for i in range(n_per_record) for k in range(selected.height)]
-        self._finish("variation", report, started)
         names = list(self.schema)
         return pl.DataFrame([[r[name] for name in names] for r in rows], schema=self.schema, orient="row")
 
 
-def total_requests(n: int, records_per_request: int) -> int:
-    return math.ceil(n / records_per_request)

@@ -11,7 +11,8 @@ import pytest
 
 from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.loading import DEFAULT_DATASET, load_dataset
-from synth_assets.defs.graph import build_assets, build_definitions, build_resources
+from synth_assets.defs.graph import build_definitions, build_resources
+from synth_assets.defs.real.assets import build_real_assets
 from synth_assets.sql import fetch_polars
 
 REPO = Path(__file__).resolve().parents[3]
@@ -28,7 +29,7 @@ def _tables(database: Path) -> set[str]:
 def test_tiny_dataset_materializes_into_duckdb(tiny_dataset_dir: Path, tmp_path: Path) -> None:
     dataset = load_dataset(tiny_dataset_dir)
     database = tmp_path / "devices.duckdb"
-    result = dg.materialize(build_assets(dataset), resources=build_resources(dataset, database=str(database)))
+    result = dg.materialize(build_real_assets(dataset), resources=build_resources(dataset, database=str(database)))
     assert result.success
     tables = _tables(database)
     assert {"raw.devices", "raw.sessions", "raw.firmware"} <= tables
@@ -65,7 +66,7 @@ def test_answers_loaded_by_a_downstream_asset_equal_a_fresh_run(tiny_dataset_dir
         seen["fresh"] = run_workload(dataset.queries, {"usage": usage, "profile": profile, "updates": updates})
 
     resources = build_resources(dataset, database=str(tmp_path / "w.duckdb"))
-    assert dg.materialize([*build_assets(dataset), check_answers], resources=resources).success
+    assert dg.materialize([*build_real_assets(dataset), check_answers], resources=resources).success
     assert set(seen["answers"]) == {q.name for q in dataset.queries}
     for name, fresh in seen["fresh"].items():
         stored = seen["answers"][name]
@@ -76,7 +77,7 @@ def test_answers_loaded_by_a_downstream_asset_equal_a_fresh_run(tiny_dataset_dir
 def test_rematerializing_replaces_tables(tiny_dataset_dir: Path, tmp_path: Path) -> None:
     dataset = load_dataset(tiny_dataset_dir)
     resources = build_resources(dataset, database=str(tmp_path / "w.duckdb"))
-    assets = build_assets(dataset)
+    assets = build_real_assets(dataset)
     assert dg.materialize(assets, resources=resources).success
     assert dg.materialize(assets, resources=resources).success
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
@@ -87,7 +88,7 @@ def test_a_bad_reporting_table_fails_its_step_with_the_message(tiny_copy: Path, 
     (tiny_copy / "reporting" / "usage.sql").write_text("select device_id, minutes, crashes from sessions")
     dataset = load_dataset(tiny_copy)
     result = dg.materialize(
-        build_assets(dataset),
+        build_real_assets(dataset),
         resources=build_resources(dataset, database=str(tmp_path / "w.duckdb")),
         raise_on_error=False,
     )
@@ -101,7 +102,7 @@ def test_embedded_dataset_real_half_on_a_slice(tmp_path: Path) -> None:
     dataset = load_dataset(DEFAULT_DATASET)
     database = tmp_path / "lahman.duckdb"
     resources = build_resources(dataset, entity_fraction=0.03, database=str(database))
-    result = dg.materialize(build_assets(dataset), resources=resources)
+    result = dg.materialize(build_real_assets(dataset), resources=resources)
     assert result.success
     with duckdb.connect(str(database), read_only=True) as connection:
         wide = fetch_polars(connection, f"select * from real.{dataset.spec.wide_table.name}")
