@@ -62,5 +62,8 @@ def build_definitions(dataset: Dataset | None = None, **resource_options) -> dg.
         schedules=[build_epsilon_grid_schedule(dataset, job)],
         sensors=[build_resume_sensor(job, {key for a in synthetic for key in a.keys})],
         resources=build_resources(dataset, **resource_options),
+        # One process per run: a step process costs about 15 s of imports here, the machine has two
+        # cores, and DuckDB has one writer. Runs still execute in parallel, up to dagster.yaml's limit.
+        executor=dg.in_process_executor,
     )
 

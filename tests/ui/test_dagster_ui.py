@@ -48,13 +48,9 @@ SERVER_START_TIMEOUT = 180  # s until /server_info answers and the code location
 RUN_TIMEOUT = 300  # s for the launched run to finish
 PARTITION = "1"  # one epsilon of the tiny dataset's grid [1, 4]
 OTHER_PARTITION = "4"
-# Typed into the launch dialog's config editor: the default multiprocess executor starts one process
-# per step (about 15 s each here, more than two minutes a run); in one process the run takes seconds.
+# Typed into the launch dialog's config editor: a smaller PE run, and proof that UI config reaches it.
 POOL_SIZE = 500
-RUN_CONFIG = (
-    "execution: {config: {in_process: {}}}\n"
-    f"resources: {{pe: {{config: {{pool_size: {POOL_SIZE}, reference_points: 5000}}}}}}\n"
-)
+RUN_CONFIG = f"resources: {{pe: {{config: {{pool_size: {POOL_SIZE}, reference_points: 5000}}}}}}\n"
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
