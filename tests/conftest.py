@@ -11,6 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from synth_assets.datasets.loading import Dataset, load_dataset
+from synth_assets.tables.build import RealTables, build_real_tables
+
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "dataset-spec.md"
 
 
@@ -74,6 +77,24 @@ def write_tiny_dataset(directory: Path, n_devices: int = 400, seed: int = 7) -> 
 @pytest.fixture(scope="session")
 def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("devices"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dataset_dir: Path) -> Dataset:
+    """The tiny dataset, loaded."""
+    return load_dataset(tiny_dataset_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_real(tiny: Dataset) -> RealTables:
+    """The tiny dataset's real half, built in memory."""
+    return build_real_tables(tiny)
+
+
+@pytest.fixture(scope="session")
+def wide(tiny_real: RealTables) -> pl.DataFrame:
+    """The tiny dataset's real wide table."""
+    return tiny_real.wide
 
 
 @pytest.fixture

@@ -231,3 +231,28 @@ def conform_to_domain(
                     f"column is not nullable; set nullable: true or fix the reporting SQL"
                 )
     return wide.with_columns(expressions)
+
+
+@dataclass
+class RealTables:
+    """The real half in memory: source frames, reporting tables, the wide table and its report."""
+
+    sources: dict[str, pl.DataFrame]
+    reporting: dict[str, pl.DataFrame]
+    wide: pl.DataFrame
+    report: WideTableReport
+
+
+def build_real_tables(dataset: Dataset, *, entity_fraction: float = 1.0) -> RealTables:
+    """Read every source and build every reporting table and the wide table, without Dagster."""
+    from synth_assets.datasets.sources import read_source
+
+    sources = {}
+    for name, source in dataset.spec.sources.items():
+        frame = read_source(dataset, name)
+        if entity_fraction < 1 and source.entity_column:
+            frame = slice_entities(frame, source.entity_column, entity_fraction)
+        sources[name] = frame
+    reporting = {t: build_reporting_table(dataset, t, sources) for t in dataset.spec.reporting_tables}
+    wide, report = build_wide_table(dataset, reporting)
+    return RealTables(sources, reporting, wide, report)

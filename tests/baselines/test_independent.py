@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -26,11 +25,6 @@ def build_wide(dataset: Dataset) -> pl.DataFrame:
     sources = {name: read_source(dataset, name) for name in dataset.spec.sources}
     reporting = {t: build_reporting_table(dataset, t, sources) for t in dataset.spec.reporting_tables}
     return build_wide_table(dataset, reporting)[0]
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dataset_dir: Path) -> Dataset:
-    return load_dataset(tiny_dataset_dir)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from synth_assets.datasets.loading import Dataset, load_dataset
+from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.sources import read_source
 from synth_assets.datasets.spec import DatasetSpec, NumericColumn
 from synth_assets.evaluation.marginals import (
@@ -21,11 +20,6 @@ from synth_assets.evaluation.marginals import (
     sample_in_bins,
 )
 from synth_assets.tables.build import build_reporting_table, build_wide_table
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dataset_dir: Path) -> Dataset:
-    return load_dataset(tiny_dataset_dir)
 
 
 def with_columns(dataset: Dataset, columns: list[dict]) -> Dataset:

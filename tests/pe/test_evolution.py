@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -28,18 +27,6 @@ from synth_assets.tables.decompose import decompose
 DELTA = 1e-5
 # small pools keep every run well under a second on the 400-device table
 SMALL = dict(pool_size=400, selected=80, reference_points=4000)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dataset_dir: Path) -> Dataset:
-    return load_dataset(tiny_dataset_dir)
-
-
-@pytest.fixture(scope="module")
-def wide(tiny: Dataset) -> pl.DataFrame:
-    sources = {name: read_source(tiny, name) for name in tiny.spec.sources}
-    reporting = {t: build_reporting_table(tiny, t, sources) for t in tiny.spec.reporting_tables}
-    return build_wide_table(tiny, reporting)[0]
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
 
-from synth_assets.datasets.loading import Dataset, load_dataset
-from synth_assets.datasets.sources import read_source
+from synth_assets.datasets.loading import Dataset
 from synth_assets.pe.encoding import Encoder, build_encoder
 from synth_assets.pe.generators import OfflineGenerator
 from synth_assets.pe.histogram import (
@@ -20,19 +17,6 @@ from synth_assets.pe.histogram import (
     threshold,
 )
 from synth_assets.pe.nn import brute_force_nearest
-from synth_assets.tables.build import build_reporting_table, build_wide_table
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dataset_dir: Path) -> Dataset:
-    return load_dataset(tiny_dataset_dir)
-
-
-@pytest.fixture(scope="module")
-def wide(tiny: Dataset) -> pl.DataFrame:
-    sources = {name: read_source(tiny, name) for name in tiny.spec.sources}
-    reporting = {t: build_reporting_table(tiny, t, sources) for t in tiny.spec.reporting_tables}
-    return build_wide_table(tiny, reporting)[0]
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from synth_assets.datasets.loading import Dataset, load_dataset
+from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.sources import read_source
 from synth_assets.datasets.spec import CategoricalColumn, DatasetSpec
 from synth_assets.evaluation.marginals import NUMERIC_BINS, bin_table, column_bins
@@ -24,11 +23,6 @@ from synth_assets.pe.marginal_prior import (
     release_marginal_prior,
 )
 from synth_assets.tables.build import build_reporting_table, build_wide_table
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dataset_dir: Path) -> Dataset:
-    return load_dataset(tiny_dataset_dir)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from synth_assets.datasets.sources import read_source
-from synth_assets.pe.generators import OfflineGenerator
 from synth_assets.pe.evolution import candidate_api
+from synth_assets.pe.generators import OfflineGenerator
 from synth_assets.pe.llm import LLMCandidateAPI, generation_metadata, reference_api
 from synth_assets.pe.marginal_prior import (
     MarginalPriorGenerator,

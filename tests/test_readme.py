@@ -1,0 +1,17 @@
+"""The README's Python SDK example runs as written."""
+
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.slow
+def test_sdk_example_runs() -> None:
+    section = README.read_text().split("## The Python SDK", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md (SDK example)", "exec"), namespace)
+    assert namespace["result"].population.height > 19_000
+    assert abs(namespace["result"].epsilon - 1.0) < 1e-9
