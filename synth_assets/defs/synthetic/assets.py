@@ -163,7 +163,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
             return MarginalPrior(columns={}, presence={}, sigma=1.0, seed=config.seed).to_frame()
         data = data_fingerprint(wide_table)
         planned = pe_run_releases(
-            dataset, budget, seed=config.seed, run_id=context.run_id,
+            dataset, budget, seed=config.seed, run_id=context.run.run_id,
             partition_key=context.partition_key, parameters=_ledger_parameters(config), data_digest=data,
         )
         ledger = _charge(context, duckdb, dataset, [planned["marginal_prior"]], [planned["nn_histogram"]])
@@ -255,7 +255,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         data = data_fingerprint(wide_table)
         parameters = {**_ledger_parameters(config), "pool": data_fingerprint(pool)}
         planned = pe_run_releases(
-            dataset, budget, seed=config.seed, run_id=context.run_id,
+            dataset, budget, seed=config.seed, run_id=context.run.run_id,
             partition_key=context.partition_key, parameters=parameters, data_digest=data,
         )
         ledger = _charge(context, duckdb, dataset, [planned["nn_histogram"]])
@@ -357,7 +357,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         release = LedgerRelease.for_dataset(
             dataset, kind="independent_marginals", epsilon=epsilon, delta=delta,
             sigma=calibrate_sigma(epsilon, delta, histograms), histograms=histograms, T=None, seed=seed,
-            run_id=context.run_id, partition_key=context.partition_key,
+            run_id=context.run.run_id, partition_key=context.partition_key,
             data_digest=data_fingerprint(wide_table),
         )
         ledger = _charge(context, duckdb, dataset, [release])
