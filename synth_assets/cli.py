@@ -26,16 +26,12 @@ def _instance():
     return dg.DagsterInstance.ephemeral()
 
 
-def _quiet_logs(verbose: bool) -> dict:
-    level = "DEBUG" if verbose else "WARNING"
-    return {"loggers": {"console": {"config": {"log_level": level}}}}
-
-
 def _command_real(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from synth_assets.defs.graph import build_resources
     from synth_assets.defs.real.assets import build_real_assets
+    from synth_assets.pipeline import PipelineError, console_logs, raise_on_failure
 
     dataset = load_dataset(args.dataset or configured_dataset_dir())
     assets = build_real_assets(dataset)
@@ -46,14 +42,13 @@ def _command_real(args: argparse.Namespace) -> int:
         resources=resources,
         instance=_instance(),
         raise_on_error=False,
-        run_config=_quiet_logs(args.verbose),
+        run_config=console_logs(args.verbose),
     )
     seconds = time.perf_counter() - started
-    if not result.success:
-        failure = next(e for e in result.all_events if e.is_step_failure)
-        error = failure.event_specific_data.error
-        message = error.cause.message if error.cause else error.message
-        print(f"synth-assets: step {failure.step_key} failed: {message.strip()}", file=sys.stderr)
+    try:
+        raise_on_failure(result)
+    except PipelineError as exc:
+        print(f"synth-assets: {exc}", file=sys.stderr)
         return 1
     summary = {
         "dataset": dataset.name,

@@ -30,11 +30,13 @@ class PipelineError(RuntimeError):
     """A step failed; the message names the step and the cause."""
 
 
-def _quiet(verbose: bool) -> dict:
-    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}}}
+def console_logs(verbose: bool) -> dict:
+    """Run config for Dagster's console log: every event with --verbose, else only what is critical
+    (a failure is reported once, by the command, with the step and the cause)."""
+    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}}
 
 
-def _raise_on_failure(result: dg.ExecuteInProcessResult) -> None:
+def raise_on_failure(result: dg.ExecuteInProcessResult) -> None:
     if result.success:
         return
     failure = next(e for e in result.all_events if e.is_step_failure)
@@ -90,9 +92,9 @@ def run_pipeline(
     started = time.perf_counter()
     result = dg.materialize(
         assets, resources=resources, selection=real_keys, instance=instance,
-        raise_on_error=False, run_config=_quiet(verbose),
+        raise_on_error=False, run_config=console_logs(verbose),
     )
-    _raise_on_failure(result)
+    raise_on_failure(result)
     real_seconds = time.perf_counter() - started
     n_real = _metadata(result, wide_key(dataset_for_run))["entities"]
 
@@ -101,9 +103,9 @@ def run_pipeline(
         started = time.perf_counter()
         result = dg.materialize(
             assets, resources=resources, selection=synthetic_keys, partition_key=epsilon_key(epsilon),
-            instance=instance, raise_on_error=False, run_config=_quiet(verbose),
+            instance=instance, raise_on_error=False, run_config=console_logs(verbose),
         )
-        _raise_on_failure(result)
+        raise_on_failure(result)
         seconds = time.perf_counter() - started
         scores = result.output_for_node("synthetic__benchmark_scores")
         summaries.append(
