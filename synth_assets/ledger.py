@@ -987,7 +987,7 @@ def format_ledger(
         fingerprints = total["fingerprints"]
         out.append(
             f"  total: {total['releases']} release{'s' if total['releases'] != 1 else ''} "
-            f"({total['repeats']} repeat{'s' if total['repeats'] != 1 else ''} not charged"
+            f"(re-runs of a recorded release, not charged: {total['repeats']}"
             + (f"; {fingerprints} dataset fingerprints" if fingerprints > 1 else "")
             + f"), mu {total['mu']:.4f}"
         )

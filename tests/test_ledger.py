@@ -269,7 +269,7 @@ def test_ledger_view_and_format_show_the_totals(db: Path) -> None:
     assert "dataset adult" in text and "dataset lahman" in text
     assert f"{spent.epsilon_gdp:.4f}" in text and "7.5000" in text and "6.0000" in text
     assert f"{6.0 - spent.epsilon_gdp:.4f}" in text
-    assert "4 releases (1 repeat not charged)" in text
+    assert "4 releases (re-runs of a recorded release, not charged: 1)" in text
     only = format_ledger(db, dataset="lahman", details=False)
     assert "dataset adult" not in only and "budget: none set" in only and "recorded (UTC)" not in only
     assert "no DP release recorded" in format_ledger(db.with_name("empty.duckdb"))
