@@ -17,8 +17,7 @@ import numpy as np
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.datasets.spec import CategoricalColumn
-from synth_assets.evaluation.marginals import bin_table, column_bins, sample_in_bins
+from synth_assets.evaluation.marginals import bin_table, column_bins, draw_from_bins
 from synth_assets.pe.privacy import calibrate_sigma
 
 
@@ -55,18 +54,7 @@ def independent_marginals(
     n = rows or max(1, int(round(np.mean(totals))))
     data = {}
     for column, weights in zip(columns, noisy):
-        if weights.sum() <= 0:
-            weights = np.ones_like(weights)
-        bins = rng.choice(weights.size, size=n, p=weights / weights.sum())
-        null_bin = column_bins(column) - 1 if column.nullable else -1
-        if isinstance(column, CategoricalColumn):
-            categories = np.array(column.categories + [None], dtype=object)
-            values = categories[np.where(bins == null_bin, len(column.categories), bins)]
-            data[column.wide_name] = pl.Series(column.wide_name, values.tolist(), dtype=pl.Utf8)
-        else:
-            values = np.where(bins == null_bin, np.nan, sample_in_bins(column, bins, rng))
-            dtype = pl.Int64 if column.type == "integer" else pl.Float64
-            data[column.wide_name] = pl.Series(column.wide_name, values).fill_nan(None).cast(dtype)
+        data[column.wide_name] = draw_from_bins(column, weights, n, rng)
     key = dataset.spec.entity.key
     population = pl.DataFrame(data).with_columns(
         pl.format("ref_{}", pl.int_range(1, n + 1).cast(pl.Utf8).str.zfill(7)).alias(key)

@@ -129,3 +129,28 @@ def sample_in_bins(column: NumericColumn, bins: np.ndarray, rng: np.random.Gener
     low = np.where(empty, nearest, low)
     high = np.where(empty, nearest, high)
     return np.floor(low[bins] + rng.random(bins.size) * (high[bins] - low[bins] + 1))
+
+
+def values_from_bins(column: CategoricalColumn | NumericColumn, bins: np.ndarray,
+                     rng: np.random.Generator) -> pl.Series:
+    """Values of ``column`` for drawn public bins: the category, or a value uniform within the numeric
+    bin (:func:`sample_in_bins`); the null bin of a nullable column gives null."""
+    null_bin = column_bins(column) - 1 if column.nullable else -1
+    is_null = bins == null_bin
+    if isinstance(column, CategoricalColumn):
+        categories = np.array(column.categories + [None], dtype=object)
+        values = categories[np.where(is_null, len(column.categories), bins)]
+        return pl.Series(column.wide_name, values.tolist(), dtype=pl.Utf8)
+    values = np.where(is_null, np.nan, sample_in_bins(column, bins, rng))
+    dtype = pl.Int64 if column.type == "integer" else pl.Float64
+    return pl.Series(column.wide_name, values).fill_nan(None).cast(dtype)
+
+
+def draw_from_bins(column: CategoricalColumn | NumericColumn, weights: np.ndarray, n: int,
+                   rng: np.random.Generator) -> pl.Series:
+    """``n`` values: bins drawn in proportion to ``weights`` (uniformly if none is positive), then
+    :func:`values_from_bins`."""
+    if weights.sum() <= 0:
+        weights = np.ones_like(weights)
+    bins = rng.choice(weights.size, size=n, p=weights / weights.sum())
+    return values_from_bins(column, bins, rng)

@@ -19,8 +19,7 @@ import numpy as np
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.datasets.spec import CategoricalColumn
-from synth_assets.evaluation.marginals import bin_table, column_bins, sample_in_bins
+from synth_assets.evaluation.marginals import bin_table, column_bins, draw_from_bins
 from synth_assets.pe.generators import OfflineGenerator
 
 
@@ -162,15 +161,7 @@ class MarginalPriorGenerator(OfflineGenerator):
             counts = np.ones_like(counts)
             if null_bin is not None and not allow_null:
                 counts[null_bin] = 0.0
-        bins = rng.choice(counts.size, size=n, p=counts / counts.sum())
-        is_null = bins == null_bin if null_bin is not None else np.zeros(n, dtype=bool)
-        if isinstance(column, CategoricalColumn):
-            categories = np.array(column.categories + [None], dtype=object)
-            values = categories[np.where(is_null, len(column.categories), bins)]
-            return pl.Series(name, values.tolist(), dtype=pl.Utf8)
-        values = np.where(is_null, np.nan, sample_in_bins(column, bins, rng))
-        dtype = pl.Int64 if column.type == "integer" else pl.Float64
-        return pl.Series(name, values).fill_nan(None).cast(dtype)
+        return draw_from_bins(column, counts, n, rng)
 
     def random(self, n: int, *, seed: int) -> pl.DataFrame:
         rng = np.random.default_rng(seed)
