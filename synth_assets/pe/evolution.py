@@ -278,9 +278,20 @@ def plan_budget(dataset: Dataset, epsilon: float, delta: float, config: PEConfig
 
 
 def release_prior(
-    dataset: Dataset, real: pl.DataFrame, budget: BudgetSplit, config: PEConfig
-) -> tuple[MarginalPrior, Release]:
-    """Stage 1: the DP marginal prior (a release from the private data)."""
+    dataset: Dataset,
+    real: pl.DataFrame,
+    budget: BudgetSplit,
+    config: PEConfig,
+    *,
+    store: CheckpointStore | None = None,
+) -> tuple[MarginalPrior, Release, bool]:
+    """Stage 1: the DP marginal prior (a release from the private data), or its checkpoint.
+
+    Returns the prior, its release record and whether it came from the checkpoint in ``store``.
+    """
+    stored = store.load_prior() if store else None
+    if stored:
+        return (*stored, True)
     prior = release_marginal_prior(dataset, real, sigma=budget.prior_sigma, seed=config.seed)
     release = Release(
         kind="marginal_prior",
@@ -291,7 +302,9 @@ def release_prior(
         bins=int(sum(v.size for v in prior.columns.values()) + 2 * len(prior.presence)),
         weighted_bins=int(sum((v > 0).sum() for v in prior.columns.values())),
     )
-    return prior, release
+    if store:
+        store.save_prior(prior, release)
+    return prior, release, False
 
 
 def initial_candidates(api: CandidateAPI, config: PEConfig) -> pl.DataFrame:
@@ -434,14 +447,8 @@ def private_evolution(
             if checkpoints
             else None
         )
-        stored_prior = prior_store.load_prior() if prior_store else None
-        if stored_prior:
-            prior, release = stored_prior
-            prior_resumed = 1
-        else:
-            prior, release = release_prior(dataset, real, budget, config)
-            if prior_store:
-                prior_store.save_prior(prior, release)
+        prior, release, resumed = release_prior(dataset, real, budget, config, store=prior_store)
+        prior_resumed = int(resumed)
         releases.append(release)
         say(f"prior: {prior.histograms} noisy marginals, sigma {budget.prior_sigma:.1f}")
         api = candidate_api(dataset, prior)

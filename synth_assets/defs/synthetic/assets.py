@@ -171,10 +171,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         store = checkpoint_store(
             pe.checkpoints(), dataset, data, epsilon, delta, config, candidate_api(dataset, None)
         )
-        stored = store.load_prior()
-        prior, release = stored if stored else release_prior(dataset, wide_table, budget, config)
-        if not stored:
-            store.save_prior(prior, release)
+        prior, release, resumed = release_prior(dataset, wide_table, budget, config, store=store)
         context.add_output_metadata(
             {
                 "epsilon": epsilon,
@@ -183,7 +180,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 "sigma": round(budget.prior_sigma, 4),
                 "histograms": prior.histograms,
                 "seed": config.seed,
-                "resumed_from_checkpoint": stored is not None,
+                "resumed_from_checkpoint": resumed,
                 "seconds": round(time.perf_counter() - started, 3),
                 "release": dg.MetadataValue.json(_release_metadata(release)),
                 **ledger,
