@@ -39,6 +39,16 @@ def wide_key(dataset: Dataset) -> dg.AssetKey:
 BENCHMARK_ANSWERS_KEY = dg.AssetKey(["real", "benchmark_answers"])
 
 
+def _named_ins(prefix: str, keys: dict[str, dg.AssetKey]) -> dict[str, dg.AssetIn]:
+    """Inputs named ``<prefix>__<table>``: asset functions receive them as keyword arguments."""
+    return {f"{prefix}__{name}": dg.AssetIn(key=key) for name, key in keys.items()}
+
+
+def _by_table(prefix: str, inputs: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The inputs of :func:`_named_ins` back under their table names."""
+    return {name.removeprefix(f"{prefix}__"): frame for name, frame in inputs.items()}
+
+
 def _kinds() -> set[str]:
     return {"duckdb", "polars"}
 
@@ -66,7 +76,7 @@ def _source_asset(dataset: Dataset, name: str) -> dg.AssetsDefinition:
 def _reporting_asset(dataset: Dataset, table: str) -> dg.AssetsDefinition:
     reporting = dataset.spec.reporting_tables[table]
     sources = reporting_table_sources(dataset, table)
-    ins = {f"source__{s}": dg.AssetIn(key=raw_key(s)) for s in sources}
+    ins = _named_ins("source", {s: raw_key(s) for s in sources})
     rebuild_note = (
         "Rebuilt from the wide table by `decompose`."
         if reporting.rebuildable
@@ -84,7 +94,7 @@ def _reporting_asset(dataset: Dataset, table: str) -> dg.AssetsDefinition:
         ),
     )
     def _reporting(context: dg.AssetExecutionContext, **inputs: pl.DataFrame) -> pl.DataFrame:
-        frames = {name.removeprefix("source__"): frame for name, frame in inputs.items()}
+        frames = _by_table("source", inputs)
         result = build_reporting_table(dataset, table, frames)
         context.add_output_metadata({"entities": result.height, "rebuildable": reporting.rebuildable})
         return result
@@ -95,7 +105,7 @@ def _reporting_asset(dataset: Dataset, table: str) -> dg.AssetsDefinition:
 def _wide_asset(dataset: Dataset) -> dg.AssetsDefinition:
     spec = dataset.spec
     tables = [t for t in spec.reporting_tables if spec.columns_of(t) or t == spec.entity.population]
-    ins = {f"reporting__{t}": dg.AssetIn(key=reporting_key(t)) for t in tables}
+    ins = _named_ins("reporting", {t: reporting_key(t) for t in tables})
 
     @dg.asset(
         key=wide_key(dataset),
@@ -109,7 +119,7 @@ def _wide_asset(dataset: Dataset) -> dg.AssetsDefinition:
         ),
     )
     def _wide(context: dg.AssetExecutionContext, **inputs: pl.DataFrame) -> pl.DataFrame:
-        reporting = {name.removeprefix("reporting__"): frame for name, frame in inputs.items()}
+        reporting = _by_table("reporting", inputs)
         wide, report = build_wide_table(dataset, reporting)
         roles = Counter(c.role for c in spec.wide_table.columns)
         context.add_output_metadata(
@@ -133,7 +143,7 @@ def _wide_asset(dataset: Dataset) -> dg.AssetsDefinition:
 
 
 def _benchmark_answers_asset(dataset: Dataset) -> dg.AssetsDefinition:
-    ins = {f"reporting__{t}": dg.AssetIn(key=reporting_key(t)) for t in dataset.spec.reporting_tables}
+    ins = _named_ins("reporting", {t: reporting_key(t) for t in dataset.spec.reporting_tables})
 
     @dg.asset(
         key=BENCHMARK_ANSWERS_KEY,
@@ -148,7 +158,7 @@ def _benchmark_answers_asset(dataset: Dataset) -> dg.AssetsDefinition:
     def benchmark_answers(
         context: dg.AssetExecutionContext, **inputs: pl.DataFrame
     ) -> dict[str, pl.DataFrame]:
-        reporting = {name.removeprefix("reporting__"): frame for name, frame in inputs.items()}
+        reporting = _by_table("reporting", inputs)
         started = time.perf_counter()
         answers = run_workload(dataset.queries, reporting)
         by_type = Counter(q.type for q in dataset.queries)
