@@ -29,6 +29,18 @@ def grid(tiny_dataset_dir: Path, tmp_path: Path):
     return defs, instance
 
 
+def _resume_sensor(defs, instance, failed):
+    """What the resume sensor answers to the failure of run ``failed``."""
+    sensor = defs.get_sensor_def("resume_failed_epsilon_runs")
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=failed.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+    ).for_run_failure()
+    return sensor(context)
+
+
 def test_schedule_fans_out_over_the_grid(grid) -> None:
     defs, _ = grid
     schedule = defs.get_schedule_def("weekly_epsilon_grid")
@@ -58,14 +70,7 @@ def test_a_step_that_fails_once_is_resumed_by_the_sensor_without_redoing_finishe
     failed = job.execute_in_process(partition_key="1", instance=instance, raise_on_error=False)
     assert not failed.success and len(calls) == 2
 
-    sensor = defs.get_sensor_def("resume_failed_epsilon_runs")
-    context = dg.build_run_status_sensor_context(
-        sensor_name=sensor.name,
-        dagster_event=failed.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=failed.dagster_run,
-    ).for_run_failure()
-    request = sensor(context)
+    request = _resume_sensor(defs, instance, failed)
     assert isinstance(request, dg.RunRequest)
     assert request.partition_key == "1"
     missing = {k.to_user_string() for k in request.asset_selection}
@@ -94,11 +99,4 @@ def test_sensor_leaves_retries_to_the_daemon_when_it_will_retry(grid, monkeypatc
     monkeypatch.setattr(evolution, "dp_nn_histogram", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with dg.instance_for_test(overrides={"run_retries": {"enabled": True, "max_retries": 2}}) as instance:
         failed = job.execute_in_process(partition_key="4", instance=instance, raise_on_error=False)
-        sensor = defs.get_sensor_def("resume_failed_epsilon_runs")
-        context = dg.build_run_status_sensor_context(
-            sensor_name=sensor.name,
-            dagster_event=failed.get_run_failure_event(),
-            dagster_instance=instance,
-            dagster_run=failed.dagster_run,
-        ).for_run_failure()
-        assert isinstance(sensor(context), dg.SkipReason)
+        assert isinstance(_resume_sensor(defs, instance, failed), dg.SkipReason)
