@@ -18,7 +18,7 @@ Identity: re-running is free, re-sampling is not
 A release's identity is a digest of the dataset name and fingerprint, the mechanism kind, its parameters
 (epsilon target, delta, sigma, histograms, T, and a free ``parameters`` mapping for everything else that
 determines the output: the PE config, the candidate API, the entity fraction, ...), a digest of the
-private input (:func:`data_digest`) and the seed. Re-running with the same seed on unchanged data
+private input (:func:`synth_assets.pe.evolution.data_fingerprint`) and the seed. Re-running with the same seed on unchanged data
 recomputes exactly the same noisy output: publishing it again reveals nothing new, so it is recorded once
 (``insert ... on conflict do nothing`` on the identity) and the repeat is counted. Anything that changes
 the output (another seed, other data, another sigma) is a new release and is charged. This rule is only
@@ -93,7 +93,6 @@ __all__ = [
     "PrivacyLedger",
     "Spent",
     "check_budget",
-    "data_digest",
     "format_ledger",
     "ledger_view",
     "pe_run_releases",
@@ -122,7 +121,7 @@ create table if not exists {RELEASES_TABLE} (
     histograms    integer not null,  -- mu = sqrt(histograms) / sigma
     T             integer,           -- PE iterations of the run (NULL if not a PE release)
     seed          bigint not null,
-    data_digest   varchar,           -- digest of the private input, see data_digest()
+    data_digest   varchar,           -- digest of the private input, see pe.evolution.data_fingerprint()
     parameters    varchar not null,  -- JSON: everything else that determines the release
     run_id        varchar,           -- the run that first recorded it
     partition_key varchar,
@@ -374,23 +373,6 @@ def pe_run_releases(
         dataset, kind="nn_histogram", sigma=split.sigma, histograms=split.iterations, **common
     )
     return releases
-
-
-def data_digest(frame: pl.DataFrame) -> str:
-    """Digest of a table's content, independent of row order (a vote histogram does not depend on it).
-
-    The dataset fingerprint covers the spec and SQL, not the source data nor the entity fraction:
-    put this digest of the private input (the wide table) into a release's identity so that new data
-    is a new release. Row hashes come from polars and may change with its version; a change only makes
-    a re-run count as a new release (the safe direction).
-    """
-    digest = hashlib.sha256()
-    digest.update(json.dumps([[name, str(dtype)] for name, dtype in frame.schema.items()]).encode())
-    digest.update(str(frame.height).encode())
-    if frame.height and frame.width:
-        hashes = pl.DataFrame({"h0": frame.hash_rows(seed=0), "h1": frame.hash_rows(seed=1)}).sort("h0", "h1")
-        digest.update(hashes.to_numpy().tobytes())
-    return digest.hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------------------------------- totals

@@ -24,12 +24,11 @@ from synth_assets.ledger import (
     LedgerRelease,
     PrivacyLedger,
     check_budget,
-    data_digest,
     format_ledger,
     ledger_view,
     pe_run_releases,
 )
-from synth_assets.pe.evolution import Release, split_budget
+from synth_assets.pe.evolution import Release, data_fingerprint, split_budget
 from synth_assets.pe.privacy import calibrate_sigma, compose_mu, epsilon_for_mu
 
 DELTA = 1e-6
@@ -300,11 +299,11 @@ def test_constructors_from_pe_objects() -> None:
                       histograms=1, T=None, seed=0)
 
 
-def test_data_digest_follows_content_not_row_order() -> None:
+def test_data_fingerprint_follows_content_not_row_order() -> None:
     frame = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", None]})
-    assert data_digest(frame) == data_digest(frame.reverse())
-    assert data_digest(frame) != data_digest(frame.head(2))
-    assert data_digest(frame) != data_digest(frame.with_columns(pl.col("a") + 1))
+    assert data_fingerprint(frame) == data_fingerprint(frame.reverse())
+    assert data_fingerprint(frame) != data_fingerprint(frame.head(2))
+    assert data_fingerprint(frame) != data_fingerprint(frame.with_columns(pl.col("a") + 1))
 
 
 def test_ledger_opens_beside_an_open_dagster_connection(db: Path) -> None:

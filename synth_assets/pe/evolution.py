@@ -229,11 +229,20 @@ class CheckpointStore:
 
 
 def data_fingerprint(frame: pl.DataFrame) -> str:
-    """A digest of the private wide table's content (stays local: it is never released)."""
+    """Digest of a table's content, independent of row order (a vote histogram does not depend on it).
+
+    The dataset fingerprint covers the spec and SQL, not the source data nor the entity fraction: this
+    digest of the private wide table goes into checkpoint and ledger identities, so that new data is a
+    new run and a new release. It stays local and is never released. Row hashes come from polars and
+    may change with its version; a change only makes a re-run count as new (the safe direction).
+    """
     digest = hashlib.sha256()
-    digest.update(json.dumps([frame.height, frame.columns, [str(t) for t in frame.dtypes]]).encode())
-    digest.update(str(int(frame.hash_rows(seed=0).sum())).encode())
-    return digest.hexdigest()[:16]
+    digest.update(json.dumps([[name, str(dtype)] for name, dtype in frame.schema.items()]).encode())
+    digest.update(str(frame.height).encode())
+    if frame.height and frame.width:
+        hashes = pl.DataFrame({"h0": frame.hash_rows(seed=0), "h1": frame.hash_rows(seed=1)}).sort("h0", "h1")
+        digest.update(hashes.to_numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 def run_identity(
