@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from synth_assets.pe import nn  # noqa: E402  (sets numba's CPU features before numba is imported)
-from synth_assets.pe.privacy import calibrate_sigma  # noqa: E402
+from synth_assets.privacy.accounting import calibrate_sigma  # noqa: E402
 
 N_CAT = 9
 N_NUM = 59

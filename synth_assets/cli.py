@@ -136,13 +136,13 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def _command_ledger(args: argparse.Namespace) -> int:
-    from synth_assets.ledger import (
+    from synth_assets.privacy.ledger import (
         LedgerBusy,
         PrivacyLedger,
         format_ledger,
         ledger_view,
     )
-    from synth_assets.resources import DEFAULT_DELTA, warehouse_path
+    from synth_assets.warehouse import DEFAULT_DELTA, warehouse_path
 
     dataset = load_dataset(args.dataset or configured_dataset_dir())
     path = warehouse_path(dataset.name)

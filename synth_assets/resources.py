@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -10,21 +9,7 @@ from pydantic import Field
 
 from synth_assets.datasets.loading import Dataset, load_dataset
 from synth_assets.pe.evolution import PEConfig
-
-DEFAULT_DELTA = 1e-6
-
-WAREHOUSE_ENV_VAR = "SYNTH_ASSETS_WAREHOUSE"
-
-
-def warehouse_path(dataset_name: str) -> Path:
-    """DuckDB file of a dataset: $SYNTH_ASSETS_WAREHOUSE, else $DAGSTER_HOME/warehouse, else ./dagster_home."""
-    directory = os.environ.get(WAREHOUSE_ENV_VAR)
-    if not directory:
-        home = os.environ.get("DAGSTER_HOME") or "dagster_home"
-        directory = os.path.join(home, "warehouse")
-    path = Path(directory).resolve() / f"{dataset_name}.duckdb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+from synth_assets.warehouse import DEFAULT_DELTA, checkpoint_root
 
 
 class DatasetResource(ConfigurableResource):
@@ -40,11 +25,6 @@ class DatasetResource(ConfigurableResource):
 
     def load(self) -> Dataset:
         return load_dataset(self.directory)
-
-
-def checkpoint_root() -> Path:
-    """Where stage checkpoints live: beside the warehouse files."""
-    return warehouse_path("_").parent / "checkpoints"
 
 
 class PrivateEvolutionResource(ConfigurableResource):

@@ -3,7 +3,7 @@
 Each modelled column gets a histogram over its public bins (synth_assets.evaluation.marginals). One
 entity adds 1 to each of the d histograms, so the d histograms together have L2 sensitivity sqrt(d);
 releasing them with Gaussian noise sigma each is the composition of d Gaussian mechanisms, and sigma is
-calibrated with T = d (synth_assets.pe.privacy). Negative noisy counts are set to 0. Rows are sampled
+calibrated with T = d (synth_assets.privacy.accounting). Negative noisy counts are set to 0. Rows are sampled
 column by column: a bin with probability proportional to its noisy count, then a value uniform within
 the bin on the column's scale (integers rounded). The number of rows is the mean of the noisy totals,
 a DP estimate of n (summed before negative counts are set to 0, so unbiased).
@@ -18,7 +18,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.evaluation.marginals import bin_table, column_bins, draw_from_bins
-from synth_assets.pe.privacy import calibrate_sigma
+from synth_assets.privacy.accounting import calibrate_sigma
 
 
 @dataclass

@@ -18,11 +18,8 @@ from synth_assets.defs.synthetic.jobs import (
 )
 from synth_assets.io_managers import DuckDBWarehouseIOManager
 from synth_assets.pe.llm.resource import LLMResource
-from synth_assets.resources import (
-    DatasetResource,
-    PrivateEvolutionResource,
-    warehouse_path,
-)
+from synth_assets.resources import DatasetResource, PrivateEvolutionResource
+from synth_assets.warehouse import warehouse_path
 
 
 def build_resources(

@@ -52,7 +52,7 @@ from synth_assets.pe.marginal_prior import (
     release_marginal_prior,
 )
 from synth_assets.pe.nn import nearest_candidates
-from synth_assets.pe.privacy import check_delta, epsilon_for_mu, mu_for_epsilon
+from synth_assets.privacy.accounting import check_delta, epsilon_for_mu, mu_for_epsilon
 
 if TYPE_CHECKING:
     from synth_assets.pe.llm.settings import LLMSettings

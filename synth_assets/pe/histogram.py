@@ -2,7 +2,7 @@
 
 Every private record votes once for its nearest candidate, so adding or removing one entity changes one
 bin by 1: L2 sensitivity 1. Gaussian noise N(0, sigma^2) on every bin makes the histogram
-(epsilon, delta)-DP (see synth_assets.pe.privacy). Only the noisy histogram leaves this module's callers;
+(epsilon, delta)-DP (see synth_assets.privacy.accounting). Only the noisy histogram leaves this module's callers;
 the exact votes are private and must not be stored or shown.
 """
 

@@ -14,7 +14,7 @@ from synth_assets.datasets.loading import Dataset, load_dataset
 from synth_assets.datasets.sources import read_source
 from synth_assets.evaluation.marginals import bin_table, column_bins, marginal_tvds, mean_tvd
 from synth_assets.pe.generators import validate_candidates
-from synth_assets.pe.privacy import calibrate_sigma, compute_epsilon
+from synth_assets.privacy.accounting import calibrate_sigma, compute_epsilon
 from synth_assets.tables.build import build_reporting_table, build_wide_table
 from synth_assets.tables.decompose import decompose
 

@@ -20,7 +20,7 @@ from synth_assets.pe.generators import OfflineGenerator, validate_candidates
 from synth_assets.pe.histogram import dp_nn_histogram, noise_rng
 from synth_assets.pe.marginal_prior import prior_histogram_count
 from synth_assets.pe.nn import brute_force_nearest
-from synth_assets.pe.privacy import calibrate_sigma, compose_mu, epsilon_for_mu, mu_for_epsilon
+from synth_assets.privacy.accounting import calibrate_sigma, compose_mu, epsilon_for_mu, mu_for_epsilon
 from synth_assets.tables.build import build_reporting_table, build_wide_table
 from synth_assets.tables.decompose import decompose
 

@@ -26,7 +26,6 @@ from synth_assets.evaluation.plots import (
     markdown_image,
 )
 from synth_assets.io_managers import read_frame
-from synth_assets.ledger import LedgerRelease, PrivacyLedger, pe_run_releases
 from synth_assets.pe.encoding import build_encoder
 from synth_assets.pe.evolution import (
     CheckpointStore,
@@ -44,9 +43,11 @@ from synth_assets.pe.generators import validate_candidates
 from synth_assets.pe.llm.resource import LLMResource
 from synth_assets.pe.llm.wiring import generation_metadata
 from synth_assets.pe.marginal_prior import MarginalPrior
-from synth_assets.pe.privacy import calibrate_sigma, check_delta
-from synth_assets.resources import DEFAULT_DELTA, PrivateEvolutionResource
+from synth_assets.privacy.accounting import calibrate_sigma, check_delta
+from synth_assets.privacy.ledger import LedgerRelease, PrivacyLedger, pe_run_releases
+from synth_assets.resources import PrivateEvolutionResource
 from synth_assets.tables.decompose import decompose
+from synth_assets.warehouse import DEFAULT_DELTA
 
 SYNTHETIC_GROUP = "synthetic"
 REFERENCE_GROUP = "reference"

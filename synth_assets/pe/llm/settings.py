@@ -49,6 +49,8 @@ from pydantic import (
     field_validator,
 )
 
+from synth_assets.warehouse import llm_cache_root
+
 __all__ = [
     "ENV_PREFIX",
     "LLMSettings",
@@ -145,11 +147,7 @@ class LLMSettings(BaseModel):
     def cache_path(self) -> Path:
         if self.cache_dir:
             return Path(self.cache_dir)
-        from synth_assets.resources import (
-            warehouse_path,  # lazy: avoids an import cycle
-        )
-
-        return warehouse_path("_").parent / "llm_cache"
+        return llm_cache_root()
 
     def public(self) -> dict:
         """JSON-able settings without the key (for logs and metadata)."""

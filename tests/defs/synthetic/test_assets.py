@@ -11,7 +11,7 @@ import synth_assets.pe.evolution as evolution
 from synth_assets.datasets.loading import load_dataset
 from synth_assets.defs.graph import build_assets, build_resources
 from synth_assets.defs.real.assets import build_real_assets
-from synth_assets.pe.privacy import calibrate_sigma
+from synth_assets.privacy.accounting import calibrate_sigma
 from synth_assets.resources import PrivateEvolutionResource
 from synth_assets.sql import fetch_polars
 

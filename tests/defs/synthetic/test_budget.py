@@ -13,7 +13,7 @@ import yaml
 from synth_assets.datasets.loading import load_dataset
 from synth_assets.defs.graph import build_assets, build_resources
 from synth_assets.defs.real.assets import build_real_assets
-from synth_assets.ledger import PrivacyLedger
+from synth_assets.privacy.ledger import PrivacyLedger
 from synth_assets.resources import PrivateEvolutionResource
 
 SMALL = {"pool_size": 150, "selected": 50, "reference_points": 3000}

@@ -18,7 +18,9 @@ from dagster_duckdb import DuckDBResource
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from synth_assets.ledger import (
+from synth_assets.pe.evolution import Release, data_fingerprint, split_budget
+from synth_assets.privacy.accounting import calibrate_sigma, compose_mu, epsilon_for_mu
+from synth_assets.privacy.ledger import (
     BudgetExceeded,
     LedgerBusy,
     LedgerRelease,
@@ -28,8 +30,6 @@ from synth_assets.ledger import (
     ledger_view,
     pe_run_releases,
 )
-from synth_assets.pe.evolution import Release, data_fingerprint, split_budget
-from synth_assets.pe.privacy import calibrate_sigma, compose_mu, epsilon_for_mu
 
 DELTA = 1e-6
 GRID = [0.5, 1.0, 2.0, 4.0]
@@ -342,8 +342,8 @@ def test_waits_for_another_process_holding_the_lock(db: Path, tmp_path: Path) ->
 
 _CHARGE_WORKER = """
 import pathlib, sys, time
-from synth_assets.ledger import BudgetExceeded, LedgerRelease, PrivacyLedger
-from synth_assets.pe.privacy import calibrate_sigma
+from synth_assets.privacy.ledger import BudgetExceeded, LedgerRelease, PrivacyLedger
+from synth_assets.privacy.accounting import calibrate_sigma
 db, seed, go = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
 r = LedgerRelease(dataset="adult", fingerprint="fp-1", kind="k", epsilon=1.0, delta=1e-6,
                   sigma=calibrate_sigma(1.0, 1e-6, 1), histograms=1, T=None, seed=seed)

@@ -1,4 +1,4 @@
-"""Tests for synth_assets.pe.privacy: analytic Gaussian / GDP accounting of the PE vote histograms."""
+"""Tests for synth_assets.privacy.accounting: analytic Gaussian / GDP accounting of the PE vote histograms."""
 
 import math
 import warnings
@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from synth_assets.pe.privacy import (
+from synth_assets.privacy.accounting import (
     PrivacyWarning,
     calibrate_sigma,
     check_delta,

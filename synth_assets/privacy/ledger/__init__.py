@@ -5,11 +5,11 @@ What is recorded
 Every materialization of a DP asset from private data is a *release* and releases compose (an epsilon
 grid of 0.5, 1, 2, 4 on one dataset spends the composition of all four, and each partition's PE run and
 its independent-marginals reference are two releases). The ledger keeps one row per distinct release in
-the table ``ledger.releases`` of the dataset's warehouse file (:func:`synth_assets.resources.warehouse_path`)
+the table ``ledger.releases`` of the dataset's warehouse file (:func:`synth_assets.warehouse.warehouse_path`)
 and one row per attempt to record (each materialization) in ``ledger.materializations``.
 
 A release is a Gaussian mechanism on ``histograms`` histograms of L2 sensitivity 1 with noise ``sigma``
-each (add/remove-one-entity neighbouring, :mod:`synth_assets.pe.privacy`), so it is exactly mu-GDP with
+each (add/remove-one-entity neighbouring, :mod:`synth_assets.privacy.accounting`), so it is exactly mu-GDP with
 ``mu = sqrt(histograms) / sigma``. Only (sigma, histograms, delta) are stored; mu and every total are
 computed from the stored rows when asked, never kept as counters.
 
@@ -40,7 +40,7 @@ safe direction).
 Totals
 ------
 ``spent`` composes the recorded releases with GDP, ``mu = sqrt(sum mu_i^2)``, and converts mu to epsilon
-at the dataset's delta (:func:`synth_assets.pe.privacy.epsilon_for_mu`). It also shows the simple sum of
+at the dataset's delta (:func:`synth_assets.privacy.accounting.epsilon_for_mu`). It also shows the simple sum of
 each release's own epsilon (basic composition, valid at the sum of the deltas): always at least the GDP
 figure, and much larger when there are many releases.
 
@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import duckdb
 import polars as pl
 
-from synth_assets.pe.privacy import compose_mu, epsilon_for_mu, mu_for_epsilon
+from synth_assets.privacy.accounting import compose_mu, epsilon_for_mu, mu_for_epsilon
 from synth_assets.sql import fetch_polars
 
 if TYPE_CHECKING:  # imported for annotations only: the ledger must not depend on the PE code at run time
@@ -550,8 +550,8 @@ class PrivacyLedger:
 
     @classmethod
     def for_dataset(cls, dataset_name: str, **options: Any) -> PrivacyLedger:
-        """The ledger in the dataset's warehouse file (:func:`synth_assets.resources.warehouse_path`)."""
-        from synth_assets.resources import warehouse_path
+        """The ledger in the dataset's warehouse file (:func:`synth_assets.warehouse.warehouse_path`)."""
+        from synth_assets.warehouse import warehouse_path
 
         return cls(warehouse_path(dataset_name), **options)
 
