@@ -12,14 +12,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import duckdb
-import polars as pl
 import pytest
 from dagster_duckdb import DuckDBResource
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from synth_assets.pe.evolution import Release, data_fingerprint, split_budget
-from synth_assets.privacy.accounting import calibrate_sigma, compose_mu, epsilon_for_mu
+from synth_assets.privacy.accounting import calibrate_sigma, compose_mu, epsilon_for_mu, mu_for_epsilon
 from synth_assets.privacy.ledger import (
     BudgetExceeded,
     LedgerBusy,
@@ -28,7 +26,6 @@ from synth_assets.privacy.ledger import (
     check_budget,
     format_ledger,
     ledger_view,
-    pe_run_releases,
 )
 
 DELTA = 1e-6
@@ -189,7 +186,7 @@ def test_a_recorded_release_does_not_count_against_the_check(db: Path) -> None:
     check = check_budget(ledger, "adult", [rerun, rerun], DELTA, 2.0)  # would be 2.0 + 2.0 if charged
     assert check.new == () and check.already_recorded == (rerun,)
     assert check.planned_mu == 0.0 and check.total_epsilon == pytest.approx(check.spent.epsilon_gdp)
-    with pytest.raises(BudgetExceeded, match="1 planned release already recorded"):
+    with pytest.raises(BudgetExceeded, match="1 planned release already recorded, not charged again"):
         check_budget(ledger, "adult", [rerun, release(2.0, seed=1)], DELTA, 2.0)
 
 
@@ -205,6 +202,48 @@ def test_charge_checks_and_records_in_one_step(db: Path) -> None:
     assert ledger.releases("adult").height == 2  # refused: nothing recorded
     again = ledger.charge([prior, histogram], delta=DELTA, budget_epsilon=2.0)  # a re-run is free
     assert again.new == () and ledger.releases("adult")["repeats"].to_list() == [1, 1]
+
+
+def test_a_rerun_of_recorded_releases_is_never_refused_even_over_a_lowered_budget(db: Path) -> None:
+    """The budget was lowered in the spec after a partition was paid for: re-running (or resuming) that
+    partition still works and charges nothing; anything new is refused."""
+    ledger = PrivacyLedger(db)
+    paid = [release(2.0, kind="marginal_prior"), release(2.0, kind="nn_histogram")]
+    ledger.charge(paid, delta=DELTA, budget_epsilon=4.0)
+    spent = ledger.spent("adult", DELTA)
+    lowered = 1.0
+    assert spent.epsilon_gdp > lowered
+
+    rerun = [release(2.0, kind=r.kind, run_id="run-2") for r in paid]
+    check = ledger.check("adult", rerun, DELTA, lowered)
+    assert not check.exceeded and check.new == () and check.already_recorded == tuple(rerun)
+    assert check.total_epsilon == pytest.approx(spent.epsilon_gdp) and check.remaining < 0
+    assert "2 planned releases already recorded, not charged again" in check.explain()
+    assert not check_budget(db, "adult", rerun[:1], DELTA, lowered).exceeded
+    resumed = ledger.charge(rerun[1:], delta=DELTA, budget_epsilon=lowered, upcoming=rerun[:1])
+    assert resumed.new == () and "already recorded, not charged again" in resumed.explain()
+    assert ledger.charge(rerun, delta=DELTA, budget_epsilon=lowered).new == ()
+    rows = ledger.releases("adult")
+    assert rows.height == 2 and rows["repeats"].to_list() == [1, 2]  # counted, not charged
+    assert ledger.spent("adult", DELTA).epsilon_gdp == pytest.approx(spent.epsilon_gdp)
+
+    # one new release among the recorded ones: the total with it exceeds the budget, so it is refused
+    fresh = release(0.1, seed=5)
+    materializations = ledger.materializations("adult").height
+    with pytest.raises(BudgetExceeded) as info:
+        ledger.charge([*rerun, fresh], delta=DELTA, budget_epsilon=lowered)
+    assert info.value.check.new == (fresh,)
+    with pytest.raises(BudgetExceeded):
+        check_budget(ledger, "adult", [fresh], DELTA, lowered)
+    assert ledger.releases("adult").height == 2
+    assert ledger.materializations("adult").height == materializations  # not even the repeats
+    message = str(info.value)
+    assert "2 planned releases already recorded, not charged again" in message
+    assert "nothing was recorded or released by this materialization" in message.lower()
+    assert message.endswith(
+        "raise privacy.budget_epsilon in dataset.yaml, choose a smaller epsilon, "
+        "or re-run a partition that is already paid for."
+    )
 
 
 def test_persistence_across_reopen(db: Path) -> None:
@@ -274,24 +313,29 @@ def test_ledger_view_and_format_show_the_totals(db: Path) -> None:
     assert "no DP release recorded" in format_ledger(db.with_name("empty.duckdb"))
 
 
-def test_constructors_from_pe_objects() -> None:
-    split = split_budget(1.0, DELTA, prior_histograms=9, iterations=3, prior_share=0.5)
+def test_a_run_of_a_prior_and_vote_histograms_composes_to_its_target() -> None:
+    """A PE-style run, built as its generator plans it: a marginal prior of k histograms and one release
+    of the T vote histograms, each given half the run's GDP mu; together they are the run's (1, delta)."""
+    k, T, epsilon = 9, 3, 1.0
+    half = epsilon_for_mu(mu_for_epsilon(epsilon, DELTA) / math.sqrt(2), DELTA)  # prior share 0.5
+    prior_sigma, sigma = calibrate_sigma(half, DELTA, k), calibrate_sigma(half, DELTA, T)
     dataset = SimpleNamespace(name="adult", fingerprint="fp-1")
-    planned = pe_run_releases(dataset, split, seed=7, partition_key="1", parameters={"pool_size": 100})
-    assert list(planned) == ["marginal_prior", "nn_histogram"]
-    assert planned["marginal_prior"].histograms == 9 and planned["nn_histogram"].histograms == 3
-    total = compose_mu(r.mu for r in planned.values())
-    assert epsilon_for_mu(total, DELTA) == pytest.approx(1.0, abs=1e-6)  # the run is (1, delta)-DP
-    # the per-round Release of the PE code gives the same identity as the plan for the prior
-    prior = Release(kind="marginal_prior", iteration=0, sigma=split.prior_sigma, histograms=9, seed=7,
-                    bins=50, weighted_bins=40)
-    from_release = LedgerRelease.from_pe_release(
-        prior, dataset="adult", fingerprint="fp-1", epsilon=1.0, delta=DELTA, T=3,
-        parameters={"pool_size": 100}, run_id="other-run")
-    assert from_release.identity == planned["marginal_prior"].identity
-    no_prior = pe_run_releases(dataset, split_budget(1.0, DELTA, prior_histograms=9, iterations=3,
-                                                     prior_share=0.0), seed=7)
-    assert list(no_prior) == ["nn_histogram"]
+    common = {"epsilon": epsilon, "delta": DELTA, "T": T, "seed": 7, "partition_key": "1",
+              "parameters": {"pool_size": 100}}
+    prior = LedgerRelease.for_dataset(dataset, kind="marginal_prior", sigma=prior_sigma, histograms=k,
+                                      **common)
+    votes = LedgerRelease.for_dataset(dataset, kind="nn_histogram", sigma=sigma, histograms=T, **common)
+    assert (prior.dataset, prior.fingerprint) == ("adult", "fp-1")
+    assert prior.mu == pytest.approx(math.sqrt(k) / prior_sigma) and votes.mu == pytest.approx(prior.mu)
+    assert epsilon_for_mu(compose_mu([prior.mu, votes.mu]), DELTA) == pytest.approx(epsilon, abs=1e-6)
+    # where it was recorded is not part of the identity: another run of the same plan is the same release
+    elsewhere = LedgerRelease(dataset="adult", fingerprint="fp-1", kind="marginal_prior", sigma=prior_sigma,
+                              histograms=k, **{**common, "partition_key": None}, run_id="other-run")
+    assert elsewhere.identity == prior.identity and elsewhere.identity != votes.identity
+    # without a prior, the vote histograms alone carry the run's whole epsilon
+    alone = LedgerRelease.for_dataset(dataset, kind="nn_histogram", sigma=calibrate_sigma(epsilon, DELTA, T),
+                                      histograms=T, **common)
+    assert alone.release_epsilon == pytest.approx(epsilon, abs=1e-9)
     with pytest.raises(ValueError):
         release(1.0, histograms=0)
     with pytest.raises(ValueError):
@@ -299,11 +343,20 @@ def test_constructors_from_pe_objects() -> None:
                       histograms=1, T=None, seed=0)
 
 
-def test_data_fingerprint_follows_content_not_row_order() -> None:
-    frame = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", None]})
-    assert data_fingerprint(frame) == data_fingerprint(frame.reverse())
-    assert data_fingerprint(frame) != data_fingerprint(frame.head(2))
-    assert data_fingerprint(frame) != data_fingerprint(frame.with_columns(pl.col("a") + 1))
+def test_releases_of_a_run(db: Path) -> None:
+    ledger = PrivacyLedger(db)
+    assert ledger.releases_of_run("run-1").height == 0 and not db.exists()
+    ledger.record(release(1.0))
+    ledger.record(release(2.0, run_id="run-2"))
+    ledger.record(release(1.0, run_id="run-2"))  # run-2 re-materialized run-1's release
+    ledger.record(release(4.0, dataset="lahman", run_id="run-2"))
+    of_run = ledger.releases_of_run("run-2")
+    assert of_run.schema == ledger.releases().schema
+    assert of_run.select("dataset", "epsilon").rows() == [("adult", 1.0), ("adult", 2.0), ("lahman", 4.0)]
+    assert of_run["run_id"].to_list() == ["run-1", "run-2", "run-2"]  # the run that first recorded each
+    assert of_run["repeats"].to_list() == [1, 0, 0]
+    assert ledger.releases_of_run("run-1")["epsilon"].to_list() == [1.0]
+    assert ledger.releases_of_run("no-such-run").height == 0
 
 
 def test_ledger_opens_beside_an_open_dagster_connection(db: Path) -> None:

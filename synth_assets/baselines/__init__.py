@@ -1,1 +1,0 @@
-"""Reference generators that any DP method must beat, scored the same way as PE."""
