@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -12,6 +13,12 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from synth_assets.datasets.spec import SPEC_FILENAME, SPEC_VERSION, DatasetSpec, Query
+from synth_assets.sql import (
+    UnresolvedColumn,
+    referenced_tables,
+    statement_count,
+    unresolved_columns,
+)
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 DEFAULT_DATASET = BUILTIN_DIR / "lahman"
@@ -112,6 +119,99 @@ def load_query(path: Path) -> Query:
         raise DatasetError(_format_validation_error(path, exc)) from exc
 
 
+def _nearest(name: str, choices: list[str]) -> list[str]:
+    close = difflib.get_close_matches(name.lower(), sorted({c.lower() for c in choices}), n=1)
+    return [f"the nearest name is {close[0]!r}"] if close else []
+
+
+def reporting_columns(spec: DatasetSpec) -> dict[str, list[str] | None]:
+    """The columns a workload query may read from each reporting table: the entity key and the
+    reporting columns the wide table takes from it (None for a table that is not rebuildable)."""
+    return {
+        table: [spec.entity.key] + [c.column for c in spec.columns_of(table)]
+        if reporting.rebuildable
+        else None
+        for table, reporting in spec.reporting_tables.items()
+    }
+
+
+def _unresolved_column_message(
+    spec: DatasetSpec, path: Path, unresolved: list[UnresolvedColumn]
+) -> str:
+    first = unresolved[0]
+    columns = reporting_columns(spec)
+    tables = [t for t in spec.reporting_tables if t.lower() in first.tables]
+    if first.qualifier is not None:
+        what = (
+            f"sql reads column {first.qualifier}.{first.name}, but reporting table "
+            f"{' or '.join(map(repr, tables))} has no column {first.name!r}"
+        )
+    else:
+        what = (
+            f"sql reads column {first.name!r}, which is neither a name the query defines nor a "
+            f"column of the reporting tables it reads"
+        )
+    if len(unresolved) > 1:
+        what += f" (the same holds for {', '.join(repr(u.name) for u in unresolved[1:])})"
+    where = " and ".join(f"{t!r} has the columns {columns[t]}" for t in tables)
+    hints = _nearest(first.name, [c for t in tables for c in columns[t] or []])
+    elsewhere = [
+        t
+        for t, cs in columns.items()
+        if t not in tables and first.name.lower() in (c.lower() for c in cs or [])
+    ]
+    if elsewhere:
+        hints.append(f"{first.name!r} is a column of {' and '.join(map(repr, elsewhere))}")
+    for column in spec.wide_table.columns:
+        if column.name and column.name.lower() == first.name.lower():
+            hints.append(
+                f"{first.name!r} is the wide-table name of {column.source}: queries read the "
+                f"reporting column {column.column!r}"
+            )
+    return (
+        f"{path}: {what}; workload queries run on reporting tables rebuilt from the wide table "
+        f"(the entity key and the wide-table columns taken from each), where "
+        f"{where or 'the query reads no reporting table'}{''.join(f'; {h}' for h in hints)}. "
+        f"Fix the name in the query's sql, or add the column to wide_table.columns in {SPEC_FILENAME}."
+    )
+
+
+def check_query_sql(spec: DatasetSpec, path: Path, query: Query) -> None:
+    """Refuse a query that could only fail when the workload runs: SQL that is not one statement,
+    tables that are not reporting tables, columns that the rebuilt reporting tables do not have."""
+    try:
+        statements = statement_count(query.sql)
+        tables = referenced_tables(query.sql)
+    except ValueError as exc:
+        detail = str(exc).removeprefix("SQL does not parse: ")
+        raise DatasetError(
+            f"{path}: sql does not parse as a DuckDB SELECT statement ({detail}); fix the query's sql."
+        ) from exc
+    if statements != 1:
+        raise DatasetError(
+            f"{path}: sql holds {statements} SQL statements, but a query is exactly one SELECT "
+            f"statement; keep one, and give every other question a query file of its own."
+        )
+    reporting = sorted(spec.reporting_tables)
+    lowered = {t.lower() for t in reporting}
+    for table in sorted(tables - lowered):
+        unqualified = table.rsplit(".", 1)[-1]
+        if unqualified != table and unqualified in lowered:
+            hints = [f"write it without the schema, as {unqualified!r}"]
+        elif table in {s.lower() for s in spec.sources}:
+            hints = [f"{table!r} is a source: read the reporting table built from it"]
+        else:
+            hints = _nearest(table, reporting)
+        raise DatasetError(
+            f"{path}: sql reads table {table!r}, which is not a reporting table; workload queries "
+            f"run on the reporting tables {reporting} only{''.join(f'; {h}' for h in hints)}. "
+            f"Fix the table name in the query's sql."
+        )
+    unresolved = unresolved_columns(query.sql, reporting_columns(spec))
+    if unresolved:
+        raise DatasetError(_unresolved_column_message(spec, path, unresolved))
+
+
 def load_dataset(directory: str | os.PathLike[str] | None = None) -> Dataset:
     """Load and validate a dataset directory (default: the embedded Baseball Databank)."""
     directory = Path(directory) if directory is not None else DEFAULT_DATASET
@@ -142,6 +242,7 @@ def load_dataset(directory: str | os.PathLike[str] | None = None) -> Dataset:
     names: dict[str, Path] = {}
     for path in sorted(workload_dir.glob("*.json")):
         query = load_query(path)
+        check_query_sql(spec, path, query)
         if query.name in names:
             raise DatasetError(
                 f"{path}: query name {query.name!r} is already used by {names[query.name]}"

@@ -19,7 +19,7 @@ from synth_assets.datasets.spec import (
     PackagedSource,
     ParquetSource,
 )
-from synth_assets.sql import fetch_polars
+from synth_assets.sql import fetch_polars, quote_identifier
 
 PackagedLoader = Callable[[str], pl.DataFrame]
 _PACKAGED_LOADERS: dict[str, PackagedLoader] = {}
@@ -107,10 +107,11 @@ def read_source(dataset: Dataset, name: str) -> pl.DataFrame:
         relation = f"read_csv({_sql_string(str(path))}, {', '.join(options)})"
         return _run(f"select * from {relation}", path, where)
     if isinstance(source, DuckDBSource):
+        table = ".".join(quote_identifier(part) for part in source.table_parts)
         connection = duckdb.connect()
         try:
             connection.execute(f"attach {_sql_string(str(path))} as source_db (read_only)")
-            return fetch_polars(connection, f"select * from source_db.{source.table}")
+            return fetch_polars(connection, f"select * from source_db.{table}")
         except duckdb.Error as exc:
             raise DatasetError(f"{path}: cannot read table {source.table!r} of {where}: {exc}") from exc
         finally:
@@ -119,7 +120,10 @@ def read_source(dataset: Dataset, name: str) -> pl.DataFrame:
 
 
 def _run(sql: str, path: Path, where: str) -> pl.DataFrame:
+    connection = duckdb.connect()
     try:
-        return fetch_polars(duckdb.connect(), sql)
+        return fetch_polars(connection, sql)
     except duckdb.Error as exc:
         raise DatasetError(f"{path}: cannot read {where}: {exc}") from exc
+    finally:
+        connection.close()

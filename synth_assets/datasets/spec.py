@@ -8,16 +8,22 @@ The format is documented in docs/dataset-spec.md.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 SPEC_VERSION = 1
 SPEC_FILENAME = "dataset.yaml"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_PREFIX = "__"
+
+# One part of a table name: a bare identifier, or any characters in double quotes ("" for a quote).
+_NAME_PART = r'(?:[^\W\d]\w*|"(?:[^"]|"")+")'
+_TABLE_NAME = re.compile(rf"^({_NAME_PART})(?:\.({_NAME_PART}))?$")
 
 
 def _check_identifier(value: str, what: str) -> str:
@@ -27,6 +33,44 @@ def _check_identifier(value: str, what: str) -> str:
             "starting with a letter or underscore"
         )
     return value
+
+
+def _check_not_reserved(value: str, what: str, fix: str) -> str:
+    if value.startswith(RESERVED_PREFIX):
+        raise ValueError(
+            f"{what} {value!r}: names starting with {RESERVED_PREFIX!r} are reserved for the "
+            f"platform's own columns; {fix}"
+        )
+    return value
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` reads as infinity or NaN (YAML's ``.inf`` and ``.nan``, or such a string)."""
+    try:
+        return not math.isfinite(float(value))
+    except OverflowError:
+        return True  # an integer too large for a float
+    except (TypeError, ValueError):
+        return False  # not a number: pydantic's own message says so
+
+
+def _check_finite(value: Any, message: str) -> Any:
+    if _non_finite(value):
+        raise ValueError(message)
+    return value
+
+
+def table_name_parts(value: str) -> tuple[str, ...]:
+    """The one or two parts of a table name (``table`` or ``schema.table``), double quotes removed."""
+    match = _TABLE_NAME.match(value)
+    if not match:
+        raise ValueError(
+            f"table {value!r} is not a table name: give one identifier, or two separated by a dot "
+            "(schema.table), each of letters, digits and underscores; put a name with other "
+            'characters in double quotes, doubling any " inside (main."my table")'
+        )
+    parts = (part for part in match.groups() if part is not None)
+    return tuple(p[1:-1].replace('""', '"') if p.startswith('"') else p for p in parts)
 
 
 class _Strict(BaseModel):
@@ -39,6 +83,7 @@ class _Strict(BaseModel):
 class _SourceBase(_Strict):
     entity_column: str | None = Field(
         default=None,
+        min_length=1,
         description="Column holding the entity key, if any: lets a run use a slice of the entities.",
     )
 
@@ -59,7 +104,21 @@ class ParquetSource(_SourceBase):
 class DuckDBSource(_SourceBase):
     format: Literal["duckdb"]
     path: str = Field(description="DuckDB database file, relative to the dataset directory.")
-    table: str = Field(description="Table or view to read, optionally schema-qualified.")
+    table: str = Field(
+        description='Table or view to read, optionally schema-qualified; "double quotes" around a '
+        "part with other characters than letters, digits and underscores."
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _table_is_a_name(cls, value: str) -> str:
+        table_name_parts(value)
+        return value
+
+    @property
+    def table_parts(self) -> tuple[str, ...]:
+        """``(table,)`` or ``(schema, table)``, unquoted: quote each part again to use it in SQL."""
+        return table_name_parts(self.table)
 
 
 class PackagedSource(_SourceBase):
@@ -120,6 +179,16 @@ class _WideColumnBase(_Strict):
             _check_identifier(part, "name")
         return value
 
+    @model_validator(mode="after")
+    def _name_not_reserved(self) -> _WideColumnBase:
+        fix = (
+            "choose another name"
+            if self.name
+            else f"set name: to another one (the reporting column {self.source} may keep its own)"
+        )
+        _check_not_reserved(self.wide_name, "wide_table column name", fix)
+        return self
+
     @property
     def table(self) -> str:
         return self.source.split(".")[0]
@@ -173,6 +242,15 @@ class NumericColumn(_WideColumnBase):
         "counts and amounts (most near min, a few near max). Generators and distances use log(1 + x - min).",
     )
 
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _finite_bounds(cls, value: Any, info: ValidationInfo) -> Any:
+        extreme = "smallest" if info.field_name == "min" else "largest"
+        return _check_finite(
+            value,
+            f"public bounds must be finite numbers; give the {extreme} value the column can take",
+        )
+
     @model_validator(mode="after")
     def _check_bounds(self) -> NumericColumn:
         if not self.min < self.max:
@@ -214,7 +292,10 @@ class Entity(_Strict):
     @field_validator("key")
     @classmethod
     def _key_is_identifier(cls, value: str) -> str:
-        return _check_identifier(value, "entity key")
+        _check_identifier(value, "entity key")
+        return _check_not_reserved(
+            value, "entity key", "rename the key in the reporting SQL and in wide_table.columns"
+        )
 
 
 class Privacy(_Strict):
@@ -228,6 +309,29 @@ class Privacy(_Strict):
     budget_epsilon: float | None = Field(
         default=None, gt=0, description="Total epsilon that may be spent on this dataset."
     )
+
+    @field_validator("delta", mode="before")
+    @classmethod
+    def _finite_delta(cls, value: Any) -> Any:
+        return _check_finite(
+            value, "delta must be a finite number between 0 and 1, well below 1/n (default 1e-6)"
+        )
+
+    @field_validator("budget_epsilon", mode="before")
+    @classmethod
+    def _finite_budget(cls, value: Any) -> Any:
+        return _check_finite(
+            value, "budget_epsilon must be a finite number above 0; leave it out to set no budget"
+        )
+
+    @field_validator("epsilon_grid", mode="before")
+    @classmethod
+    def _finite_grid(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            bad = [v for v in value if _non_finite(v)]
+            if bad:
+                raise ValueError(f"every epsilon must be a finite number above 0, got {bad}")
+        return value
 
     @field_validator("epsilon_grid")
     @classmethod

@@ -18,7 +18,7 @@ from synth_assets.datasets.spec import (
     IdentifierColumn,
     NumericColumn,
 )
-from synth_assets.sql import referenced_tables, run_sql
+from synth_assets.sql import quote_identifier, referenced_tables, run_sql
 
 _POLARS_TYPE = {"integer": pl.Int64, "float": pl.Float64}
 
@@ -29,11 +29,8 @@ def slice_entities(frame: pl.DataFrame, column: str, fraction: float) -> pl.Data
         return frame
     buckets = 10_000
     keep = int(round(fraction * buckets))
-    hashed = run_sql(
-        f'select *, hash(cast("{column}" as varchar)) % {buckets} as __bucket from frame',
-        {"frame": frame},
-    )
-    return hashed.filter(pl.col("__bucket") < keep).drop("__bucket")
+    bucket = f"hash(cast({quote_identifier(column)} as varchar)) % {buckets}"
+    return run_sql(f"select * from frame where {bucket} < {keep}", {"frame": frame})
 
 
 def _conform_reporting_types(dataset: Dataset, table: str, frame: pl.DataFrame) -> pl.DataFrame:

@@ -1,6 +1,7 @@
 """A dataset directory loads when it is right, and fails fast naming the file and field when it is not."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,76 @@ def test_empty_workload_is_refused(tiny_copy: Path) -> None:
         path.unlink()
     with pytest.raises(DatasetError, match="no query files"):
         load_dataset(tiny_copy)
+
+
+def _replace_in_spec(directory: Path, old: str, new: str) -> Path:
+    """Edit dataset.yaml as text, so that YAML's own spellings (``.inf``, ``.nan``) reach the loader."""
+    path = directory / "dataset.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("min: 0, max: 500", "min: 0, max: .inf", "give the largest value the column can take"),
+        ("min: 0, max: 100000", "min: 0, max: .inf", "give the largest value the column can take"),
+        ("min: 0, max: 1000", "min: -.inf, max: 1000", "give the smallest value the column can take"),
+        ("min: 1, max: 20", "min: .nan, max: 20", "give the smallest value the column can take"),
+        ("min: 0, max: 100000", "min: 0, max: .NaN", "give the largest value the column can take"),
+        ("epsilon_grid: [1, 4]", "epsilon_grid: [1, .inf]", "privacy.epsilon_grid"),
+        ("epsilon_grid: [1, 4]", "epsilon_grid: [.nan, 4]", "privacy.epsilon_grid"),
+        ("epsilon_grid: [1, 4]", "epsilon_grid: [1, 4]\n  budget_epsilon: .inf", "privacy.budget_epsilon"),
+        ("epsilon_grid: [1, 4]", "epsilon_grid: [1, 4]\n  budget_epsilon: .nan", "privacy.budget_epsilon"),
+        ("epsilon_grid: [1, 4]", "epsilon_grid: [1, 4]\n  delta: .nan", "privacy.delta"),
+        ("epsilon_grid: [1, 4]", "epsilon_grid: [1, 4]\n  delta: -.inf", "privacy.delta"),
+    ],
+)
+def test_non_finite_numbers_are_refused(tiny_copy: Path, old: str, new: str, expected: str) -> None:
+    path = _replace_in_spec(tiny_copy, old, new)
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tiny_copy)
+    message = str(error.value)
+    assert str(path) in message
+    assert expected in message
+    assert "finite number" in message
+
+
+def test_yaml_inf_reaches_the_model_as_float_inf(tiny_copy: Path) -> None:
+    path = _replace_in_spec(tiny_copy, "min: 0, max: 500", "min: 0, max: .inf")
+    raw = yaml.safe_load(path.read_text())
+    assert _column(raw, "usage.crashes")["max"] == math.inf
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tiny_copy)
+    message = str(error.value)
+    assert "wide_table.columns.6.numeric.max" in message
+    assert "public bounds must be finite numbers" in message
+    assert "(got inf)" in message
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda s: _column(s, "usage.minutes").update(name="__minutes"), "'__minutes'"),
+        (lambda s: _column(s, "updates.version").update(**{"from": "updates.__version"}), "'__version'"),
+        (lambda s: s["entity"].update(key="__device_id"), "entity key '__device_id'"),
+    ],
+)
+def test_reserved_double_underscore_names_are_refused(tiny_copy: Path, edit, expected: str) -> None:
+    _edit_spec(tiny_copy, edit)
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tiny_copy)
+    message = str(error.value)
+    assert str(tiny_copy / "dataset.yaml") in message
+    assert expected in message
+    assert "names starting with '__' are reserved for the platform's own columns" in message
+
+
+def test_reporting_column_starting_with_double_underscore_may_be_renamed(tiny_copy: Path) -> None:
+    _edit_spec(tiny_copy, lambda s: _column(s, "updates.version").update(
+        **{"from": "updates.__version", "name": "version"}
+    ))
+    spec = load_dataset(tiny_copy).spec
+    assert [c.wide_name for c in spec.columns_of("updates")] == ["channel", "version"]

@@ -135,3 +135,21 @@ def test_entity_slice_is_deterministic_and_consistent_across_tables(tiny_dataset
     kept_sessions = slice_entities(sessions, "device_id", 0.25)
     assert set(kept_sessions["device_id"]) <= set(first["device_id"])
     assert slice_entities(devices, "device_id", 1.0).height == devices.height
+
+
+@pytest.mark.parametrize("column", ['a"b', "a b", 'x") from frame; select ("1'])
+def test_slice_entities_quotes_the_column(column: str) -> None:
+    ids = [f"d{i:04d}" for i in range(2000)]
+    frame = pl.DataFrame({column: ids, "n": range(2000)})
+    plain = slice_entities(pl.DataFrame({"id": ids, "n": range(2000)}), "id", 0.3)
+    sliced = slice_entities(frame, column, 0.3)
+    assert sliced.columns == [column, "n"]
+    assert sliced[column].to_list() == plain["id"].to_list()  # the same entities whatever the column name
+    assert 400 < sliced.height < 800
+
+
+def test_slice_entities_keeps_a_column_named_like_its_bucket() -> None:
+    frame = pl.DataFrame({"id": [f"d{i}" for i in range(1000)], "__bucket": range(1000)})
+    sliced = slice_entities(frame, "id", 0.5)
+    assert sliced.columns == ["id", "__bucket"]
+    assert 0 < sliced.height < 1000
