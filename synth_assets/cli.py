@@ -103,10 +103,21 @@ def _print_table(summaries: list[dict], real_seconds: float) -> None:
         )
     print("pass: share of workload queries that pass; tvd1/tvd2: mean TVD over 1-/2-way marginals;")
     print("ref: independent columns from DP 1-way marginals at the same epsilon (its own release).")
+    last = summaries[-1]["privacy"] if summaries else None
+    if last:
+        budget = last["dataset_budget_epsilon"]
+        spent = ", ".join(f"{s['epsilon']:g}: {s['privacy']['partition_epsilon_gdp']:.3f}" for s in summaries)
+        remaining = f" of its budget {budget:g}; remaining {last['dataset_remaining_epsilon']:.3f}" if budget else ""
+        print(
+            f"privacy: a partition spends PE and the reference together (epsilon {spent}, GDP composition); "
+            f"dataset {summaries[-1]['dataset']} has spent epsilon {last['dataset_spent_epsilon_gdp']:.3f} "
+            f"(simple sum {last['dataset_spent_epsilon_sum']:.3f})" + remaining
+        )
 
 
 def _command_run(args: argparse.Namespace) -> int:
     from synth_assets.pipeline import PipelineError, run_pipeline
+    from synth_assets.resources import PrivateEvolutionResource
 
     dataset = load_dataset(args.dataset or configured_dataset_dir())
     epsilons = list(dict.fromkeys(args.epsilon or dataset.spec.privacy.epsilon_grid))
@@ -116,6 +127,7 @@ def _command_run(args: argparse.Namespace) -> int:
             epsilons,
             instance=_instance(),
             entity_fraction=args.entity_fraction,
+            pe=PrivateEvolutionResource(allow_negligible_noise=args.allow_negligible_noise),
             verbose=args.verbose,
         )
     except PipelineError as exc:
@@ -197,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--entity-fraction", type=_fraction, default=1.0, help="deterministic slice of entities")
     run.add_argument("--json", action="store_true", help="print one JSON document, a list per epsilon")
     run.add_argument("--verbose", action="store_true", help="show Dagster's step-by-step log")
+    run.add_argument(
+        "--allow-negligible-noise",
+        action="store_true",
+        help="run even when epsilon is so large that the noise is below 0.1 per count (refused otherwise)",
+    )
     run.set_defaults(handler=_command_run)
 
     ledger = commands.add_parser(

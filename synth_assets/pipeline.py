@@ -20,6 +20,7 @@ from synth_assets.defs.synthetic.assets import (
     DP_HISTOGRAM_KEY,
     DP_PRIOR_KEY,
     POPULATION_KEY,
+    RELEASE_PLAN_KEY,
     SCORES_KEY,
     epsilon_key,
 )
@@ -127,6 +128,7 @@ def _summary(
     result: dg.ExecuteInProcessResult,
 ) -> dict:
     histogram = _metadata(result, DP_HISTOGRAM_KEY)
+    plan = _metadata(result, RELEASE_PLAN_KEY)
     prior = _metadata(result, DP_PRIOR_KEY)
     population = _metadata(result, POPULATION_KEY)
     scores_meta = _metadata(result, SCORES_KEY)
@@ -173,5 +175,15 @@ def _summary(
         },
         "releases": histogram["releases"] if prior.get("histograms", 0) == 0
         else [prior["release"], *histogram["releases"]],
+        "privacy": {
+            "partition_epsilon_gdp": plan["partition_epsilon_gdp"],
+            "partition_epsilon_sum": plan["partition_epsilon_sum"],
+            "new_releases": plan["new_releases"],
+            "charged_now_epsilon_gdp": plan["charged_now_epsilon_gdp"],
+            "dataset_spent_epsilon_gdp": plan["ledger_spent_epsilon_gdp"],
+            "dataset_spent_epsilon_sum": plan["ledger_spent_epsilon_sum"],
+            "dataset_budget_epsilon": plan["ledger_budget_epsilon"],
+            "dataset_remaining_epsilon": plan["ledger_remaining_epsilon"],
+        },
         "seconds": round(seconds, 2),
     }

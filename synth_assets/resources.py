@@ -9,7 +9,7 @@ from pydantic import Field
 
 from synth_assets.datasets.loading import Dataset, load_dataset
 from synth_assets.pe.evolution import PEConfig
-from synth_assets.warehouse import DEFAULT_DELTA, checkpoint_root
+from synth_assets.warehouse import checkpoint_root
 
 
 class DatasetResource(ConfigurableResource):
@@ -46,13 +46,15 @@ class PrivateEvolutionResource(ConfigurableResource):
     checkpoint_dir: str | None = Field(
         default=None, description="Stage checkpoints; unset: checkpoints/ beside the warehouse."
     )
+    allow_negligible_noise: bool = Field(
+        default=False,
+        description="Run even when epsilon is so large that a release's noise is below 0.1 per count "
+        "(its counts then come out nearly exact). Refused unless set.",
+    )
 
     def config(self) -> PEConfig:
-        fields = self.model_dump(exclude={"delta", "checkpoint_dir"})
+        fields = self.model_dump(exclude={"delta", "checkpoint_dir", "allow_negligible_noise"})
         return PEConfig(**fields)
-
-    def delta_for(self, dataset: Dataset) -> float:
-        return self.delta or dataset.spec.privacy.delta or DEFAULT_DELTA
 
     def checkpoints(self) -> Path:
         return Path(self.checkpoint_dir) if self.checkpoint_dir else checkpoint_root()

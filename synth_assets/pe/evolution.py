@@ -24,21 +24,20 @@ The run is mu-GDP with mu^2 = mu_prior^2 + mu_pe^2, calibrated so that it is exa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth_assets.datasets.loading import Dataset
+from synth_assets.generators.base import as_wide_table
 from synth_assets.pe.encoding import Encoder
-from synth_assets.pe.generators import CandidateAPI, OfflineGenerator
+from synth_assets.pe.generators import CandidateAPI
 from synth_assets.pe.histogram import (
     dp_nn_histogram,
     noise_rng,
@@ -47,15 +46,11 @@ from synth_assets.pe.histogram import (
 )
 from synth_assets.pe.marginal_prior import (
     MarginalPrior,
-    MarginalPriorGenerator,
     prior_histogram_count,
     release_marginal_prior,
 )
 from synth_assets.pe.nn import nearest_candidates
-from synth_assets.privacy.accounting import check_delta, epsilon_for_mu, mu_for_epsilon
-
-if TYPE_CHECKING:
-    from synth_assets.pe.llm.settings import LLMSettings
+from synth_assets.privacy.accounting import epsilon_for_mu, mu_for_epsilon
 
 
 class PEConfig(BaseModel):
@@ -161,32 +156,6 @@ class Release:
         return dict(self.__dict__)
 
 
-@dataclass
-class PEResult:
-    population: pl.DataFrame
-    candidates: pl.DataFrame
-    weights: np.ndarray
-    noisy_votes: np.ndarray
-    budget: BudgetSplit
-    config: PEConfig
-    api: dict
-    releases: list[Release] = field(default_factory=list)
-    resumed_stages: int = 0
-    seconds: float = 0.0
-
-    @property
-    def epsilon(self) -> float:
-        return self.budget.composed_epsilon()
-
-    @property
-    def sigma(self) -> float:
-        return self.budget.sigma
-
-    @property
-    def threshold(self) -> float:
-        return self.config.threshold_sigmas * self.budget.sigma
-
-
 class CheckpointStore:
     """Stage checkpoints of one run: the prior (JSON) and each round (candidates + noisy votes)."""
 
@@ -228,52 +197,8 @@ class CheckpointStore:
         return frame.drop("__noisy_votes"), frame["__noisy_votes"].to_numpy(), release
 
 
-def data_fingerprint(frame: pl.DataFrame) -> str:
-    """Digest of a table's content, independent of row order (a vote histogram does not depend on it).
-
-    The dataset fingerprint covers the spec and SQL, not the source data nor the entity fraction: this
-    digest of the private wide table goes into checkpoint and ledger identities, so that new data is a
-    new run and a new release. It stays local and is never released. Row hashes come from polars and
-    may change with its version; a change only makes a re-run count as new (the safe direction).
-    """
-    digest = hashlib.sha256()
-    digest.update(json.dumps([[name, str(dtype)] for name, dtype in frame.schema.items()]).encode())
-    digest.update(str(frame.height).encode())
-    if frame.height and frame.width:
-        hashes = pl.DataFrame({"h0": frame.hash_rows(seed=0), "h1": frame.hash_rows(seed=1)}).sort("h0", "h1")
-        digest.update(hashes.to_numpy().tobytes())
-    return digest.hexdigest()[:32]
-
-
-def run_identity(
-    dataset: Dataset, data: str, epsilon: float, delta: float, config: PEConfig, api: dict
-) -> str:
-    """A digest of everything that determines a run's releases: equal digests, equal releases."""
-    identity = json.dumps(
-        {"dataset": dataset.fingerprint, "data": data, "epsilon": epsilon, "delta": delta,
-         "config": config.model_dump(), "api": api},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(identity.encode()).hexdigest()[:16]
-
-
 def _seed(seed: int, *words: int) -> int:
     return int(np.random.SeedSequence([seed, *words]).generate_state(1)[0])
-
-
-def candidate_api(
-    dataset: Dataset, prior: MarginalPrior | None, llm: LLMSettings | None = None, *, log=None
-) -> CandidateAPI:
-    """The candidate API of a run: an LLM endpoint when one is configured, else the offline generator
-    (drawing from the DP prior if there is one, else uniformly from the public domain)."""
-    if llm is not None:
-        from synth_assets.pe.llm.api import (
-            LLMCandidateAPI,  # the openai client is slow to import
-        )
-
-        return LLMCandidateAPI(dataset, llm, prior=prior, log=log)
-    return MarginalPriorGenerator(dataset, prior) if prior is not None else OfflineGenerator(dataset)
 
 
 def plan_budget(dataset: Dataset, epsilon: float, delta: float, config: PEConfig, *, with_prior: bool) -> BudgetSplit:
@@ -388,99 +313,32 @@ def draw_population(
     candidates: pl.DataFrame,
     noisy_votes: np.ndarray,
     weights: np.ndarray,
-    api: CandidateAPI,
+    reference_api: CandidateAPI,
     encoder: Encoder,
     config: PEConfig,
     n_estimate: float | None = None,
+    rows: int | None = None,
 ) -> pl.DataFrame:
     """Stage 4: the synthetic wide table, drawn from the last histogram (post-processing).
 
-    Rows: ``synthetic_rows``, else the prior's DP estimate of n (noise about sigma_prior), else the
-    sum of the noisy votes (noise sqrt(M) sigma).
+    ``reference_api`` draws the public reference sample of the ``cells`` output: an offline API (the
+    prior's), never a paid one. Rows: ``rows``, else ``synthetic_rows``, else the prior's DP estimate of
+    n (noise about sigma_prior), else the sum of the noisy votes (noise sqrt(M) sigma).
     """
-    if config.synthetic_rows:
+    if not rows and config.synthetic_rows:
         rows = config.synthetic_rows
+    if rows:
+        pass
     elif n_estimate is not None and math.isfinite(n_estimate):
         rows = max(1, int(round(n_estimate)))
     else:
         rows = max(1, int(round(max(float(noisy_votes.sum()), 0.0))))
     rng = np.random.default_rng(_seed(config.seed, 0xF1A1))
     if config.output == "cells":
-        population = _cell_population(candidates, weights, rows, api, encoder, config, rng)
+        population = _cell_population(candidates, weights, rows, reference_api, encoder, config, rng)
     else:
         population = _candidate_population(candidates, weights, rows, rng)
-    key = dataset.spec.entity.key
-    return population.with_columns(
-        pl.format("syn_{}", pl.int_range(1, rows + 1).cast(pl.Utf8).str.zfill(7)).alias(key)
-    ).select([c.wide_name for c in dataset.spec.wide_table.columns])
-
-
-def checkpoint_store(
-    root: Path, dataset: Dataset, data: str, epsilon: float, delta: float, config: PEConfig, api: CandidateAPI
-) -> CheckpointStore:
-    """Checkpoints of one run, keyed by everything that determines it, the private data included."""
-    identity = run_identity(dataset, data, epsilon, delta, config, api.describe())
-    return CheckpointStore(root / dataset.name / identity)
-
-
-def private_evolution(
-    dataset: Dataset,
-    real: pl.DataFrame,
-    encoder: Encoder,
-    *,
-    epsilon: float,
-    delta: float,
-    config: PEConfig | None = None,
-    api: CandidateAPI | None = None,
-    checkpoints: Path | None = None,
-    log=None,
-) -> PEResult:
-    """Run PE on the private wide table ``real``; returns a synthetic population of wide rows.
-
-    ``api`` is the candidate source; by default the offline generator, drawing from the DP marginal
-    prior when ``config.prior_share > 0``. A given ``api`` is used as is (no prior is released).
-    """
-    config = config or PEConfig()
-    started = time.perf_counter()
-    say = log or (lambda message: None)
-    uses_prior = api is None and config.prior_share > 0
-    budget = plan_budget(dataset, epsilon, delta, config, with_prior=uses_prior)
-    check_delta(delta, max(real.height, 2))
-    data = data_fingerprint(real)
-    releases: list[Release] = []
-    prior_resumed = 0
-    prior = None
-    if uses_prior:
-        prior_store = (
-            checkpoint_store(checkpoints, dataset, data, epsilon, delta, config, OfflineGenerator(dataset))
-            if checkpoints
-            else None
-        )
-        prior, release, resumed = release_prior(dataset, real, budget, config, store=prior_store)
-        prior_resumed = int(resumed)
-        releases.append(release)
-        say(f"prior: {prior.histograms} noisy marginals, sigma {budget.prior_sigma:.1f}")
-        api = candidate_api(dataset, prior)
-    elif api is None:
-        api = candidate_api(dataset, None)
-    store = checkpoint_store(checkpoints, dataset, data, epsilon, delta, config, api) if checkpoints else None
-    rounds = run_rounds(real, encoder, initial_candidates(api, config), api, budget, config, store=store, log=say)
-    population = draw_population(
-        dataset, rounds.candidates, rounds.noisy_votes, rounds.weights, api, encoder, config,
-        n_estimate=prior.n_estimate if prior is not None else None,
-    )
-    return PEResult(
-        population=population,
-        candidates=rounds.candidates,
-        weights=rounds.weights,
-        noisy_votes=rounds.noisy_votes,
-        budget=budget,
-        config=config,
-        api=api.describe(),
-        releases=releases + rounds.releases,
-        resumed_stages=prior_resumed + rounds.resumed,
-        seconds=time.perf_counter() - started,
-    )
+    return as_wide_table(dataset, population, "syn")
 
 
 def _candidate_population(

@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Iterable
 
 from scipy.optimize import brentq
 from scipy.special import log_ndtr
 
 __all__ = [
-    "PrivacyWarning",
+    "UnsafePrivacySetting",
     "calibrate_sigma",
     "check_delta",
     "compose_mu",
@@ -58,8 +57,9 @@ __all__ = [
 ]
 
 
-class PrivacyWarning(UserWarning):
-    """A privacy parameter is legal but weak (for example delta >= 1/n)."""
+class UnsafePrivacySetting(ValueError):
+    """A privacy setting that would void the guarantee (for example delta >= 1/n). Refused before any
+    release, never merely warned about."""
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -254,16 +254,15 @@ def calibrate_sigma(epsilon: float, delta: float, T: int = 1) -> float:
 
 
 def check_delta(delta: float, n: int) -> None:
-    """Warn (:class:`PrivacyWarning`) when delta >= 1/n: such a delta allows leaking a whole record."""
+    """Refuse (:class:`UnsafePrivacySetting`) delta >= 1/n: such a delta allows publishing a whole
+    record with probability delta."""
     d = _check_delta(delta)
     size = _check_n(n)
     if d >= 1.0 / size:
-        warnings.warn(
+        raise UnsafePrivacySetting(
             f"delta={d:g} is >= 1/n = {1.0 / size:g} for n={size} entities: a mechanism may then publish "
-            f"an entire record with probability delta. Use delta well below 1/n, e.g. "
-            f"default_delta(n) = {default_delta(size):g}.",
-            PrivacyWarning,
-            stacklevel=2,
+            f"an entire record with probability delta. Set privacy.delta in dataset.yaml well below 1/n, "
+            f"e.g. {default_delta(size):g} (the smaller of 1e-6 and 1/(n ln n))."
         )
 
 

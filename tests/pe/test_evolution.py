@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pytest
 
-from synth_assets.baselines.independent import independent_marginals
 from synth_assets.datasets.loading import Dataset, load_dataset
 from synth_assets.datasets.sources import read_source
 from synth_assets.evaluation.marginals import mean_tvd
+from synth_assets.generators.independent import IndependentMarginals, IndependentSettings
+from synth_assets.generators.private_evolution import PrivateEvolution
 from synth_assets.pe import evolution
 from synth_assets.pe.encoding import Encoder, build_encoder
-from synth_assets.pe.evolution import PEConfig, plan_budget, private_evolution, split_budget
+from synth_assets.pe.evolution import BudgetSplit, PEConfig, plan_budget, split_budget
 from synth_assets.pe.generators import OfflineGenerator, validate_candidates
 from synth_assets.pe.histogram import dp_nn_histogram, noise_rng
 from synth_assets.pe.marginal_prior import prior_histogram_count
 from synth_assets.pe.nn import brute_force_nearest
 from synth_assets.privacy.accounting import calibrate_sigma, compose_mu, epsilon_for_mu, mu_for_epsilon
+from synth_assets.privacy.releases import Synthesis, synthesize
 from synth_assets.tables.build import build_reporting_table, build_wide_table
 from synth_assets.tables.decompose import decompose
 
 DELTA = 1e-5
 # small pools keep every run well under a second on the 400-device table
 SMALL = dict(pool_size=400, selected=80, reference_points=4000)
+DEFAULTS = {name: field.default for name, field in PEConfig.model_fields.items() if name in SMALL}
+
+
+def independent_marginals(dataset, wide, *, epsilon, delta, seed, rows=None):
+    generator = IndependentMarginals(IndependentSettings(seed=seed))
+    return synthesize(dataset, generator, epsilon, wide, delta=delta, ledger=None, rows=rows)
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +43,31 @@ def encoder(tiny: Dataset) -> Encoder:
     return build_encoder(tiny)
 
 
-def run(tiny, wide, encoder, epsilon=2.0, **config):
+@dataclass
+class Run:
+    """A PE run through the SDK, with the fitted model's parts at hand."""
+
+    synthesis: Synthesis
+    budget: BudgetSplit
+    config: PEConfig
+
+    def __getattr__(self, name):
+        return getattr(self.synthesis.model, name)
+
+    population = property(lambda self: self.synthesis.population)
+    epsilon = property(lambda self: self.synthesis.epsilon)
+    sigma = property(lambda self: self.budget.sigma)
+    threshold = property(lambda self: self.config.threshold_sigmas * self.budget.sigma)
+    resumed_stages = property(lambda self: self.synthesis.model.resumed)
+
+
+def run(tiny, wide, encoder=None, epsilon=2.0, **config):
     checkpoints = config.pop("checkpoints", None)
     api = config.pop("api", None)
-    return private_evolution(
-        tiny,
-        wide,
-        encoder,
-        epsilon=epsilon,
-        delta=DELTA,
-        config=PEConfig(**{**SMALL, **config}),
-        api=api,
-        checkpoints=checkpoints,
-    )
+    settings = PEConfig(**{**SMALL, **config})
+    generator = PrivateEvolution(settings, candidates=(lambda dataset, prior, log=None: api) if api else None)
+    synthesis = synthesize(tiny, generator, epsilon, wide, delta=DELTA, ledger=None, checkpoints=checkpoints)
+    return Run(synthesis, generator.budget(tiny, epsilon, DELTA), settings)
 
 
 def exact_votes(encoder: Encoder, wide: pl.DataFrame, candidates: pl.DataFrame) -> np.ndarray:
@@ -234,9 +255,9 @@ def test_without_prior_the_uniform_offline_api_gets_the_whole_budget(tiny, wide,
     assert not any(validate_candidates(tiny, result.population, allow_identifiers=True).values())
 
 
-def test_a_given_api_is_used_as_is_without_a_prior_release(tiny, wide, encoder):
+def test_an_injected_api_is_used_as_is(tiny, wide, encoder):
     api = OfflineGenerator(tiny, presence=0.7)
-    result = run(tiny, wide, encoder, epsilon=1.0, iterations=2, prior_share=0.5, api=api)
+    result = run(tiny, wide, encoder, epsilon=1.0, iterations=2, prior_share=0.0, api=api)
     assert [r.kind for r in result.releases] == ["nn_histogram", "nn_histogram"]
     assert result.budget.prior_sigma is None
     assert result.sigma == pytest.approx(calibrate_sigma(1.0, DELTA, 2), rel=1e-12)
@@ -331,9 +352,7 @@ def test_large_epsilon_beats_uniform_candidates_and_independent_columns(tiny, wi
     epsilon 0.119-0.136, uniform random API 0.610-0.630 (mean 2-way TVD)."""
     n = wide.height
     for seed in (0, 1):
-        pe = private_evolution(
-            tiny, wide, encoder, epsilon=50.0, delta=DELTA, config=PEConfig(seed=seed, synthetic_rows=n)
-        )
+        pe = run(tiny, wide, epsilon=50.0, **{**DEFAULTS, "seed": seed, "synthetic_rows": n})
         pe_tvd = mean_tvd(tiny, wide, pe.population)["tvd_2way"]
         uniform = mean_tvd(tiny, wide, OfflineGenerator(tiny).random(n, seed=seed))["tvd_2way"]
         independent = independent_marginals(tiny, wide, epsilon=50.0, delta=DELTA, seed=seed, rows=n)
@@ -349,9 +368,7 @@ def test_epsilon_1_is_far_from_random_and_on_par_with_independent_columns(tiny, 
     n = wide.height
     pe_tvds, independent_tvds = [], []
     for seed in (0, 1, 2):
-        pe = private_evolution(
-            tiny, wide, encoder, epsilon=1.0, delta=DELTA, config=PEConfig(seed=seed, synthetic_rows=n)
-        )
+        pe = run(tiny, wide, epsilon=1.0, **{**DEFAULTS, "seed": seed, "synthetic_rows": n})
         pe_tvds.append(mean_tvd(tiny, wide, pe.population)["tvd_2way"])
         uniform = mean_tvd(tiny, wide, OfflineGenerator(tiny).random(n, seed=seed))["tvd_2way"]
         assert pe_tvds[-1] < uniform / 2
@@ -361,7 +378,7 @@ def test_epsilon_1_is_far_from_random_and_on_par_with_independent_columns(tiny, 
 
 
 def test_default_row_count_is_a_usable_estimate_of_n(tiny, wide, encoder):
-    result = private_evolution(tiny, wide, encoder, epsilon=1.0, delta=DELTA, config=PEConfig(seed=11))
+    result = run(tiny, wide, epsilon=1.0, **{**DEFAULTS, "seed": 11})
     assert result.population.height >= wide.height / 2
 
 
@@ -384,7 +401,7 @@ def players_wide(players: Dataset) -> pl.DataFrame:
 def test_on_the_embedded_dataset(players, players_wide):
     """Measured (seeds 0-3, epsilon 1, delta 1e-6, default config): PE 2-way TVD 0.1358-0.1369, 1-way
     0.023-0.025; independent marginals 2-way 0.1488-0.1495; uniform random API 0.647."""
-    result = private_evolution(players, players_wide, build_encoder(players), epsilon=1.0, delta=1e-6)
+    result = synthesize(players, PrivateEvolution(), 1.0, players_wide, delta=1e-6, ledger=None)
     population = result.population
     assert population.schema == players_wide.schema
     assert not any(validate_candidates(players, population, allow_identifiers=True).values())

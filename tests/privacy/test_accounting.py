@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from synth_assets.privacy.accounting import (
-    PrivacyWarning,
+    UnsafePrivacySetting,
     calibrate_sigma,
     check_delta,
     compose_mu,
@@ -208,12 +208,11 @@ def test_bad_mu(mu):
         compose_mu([1.0, mu])
 
 
-def test_check_delta_warns_when_delta_at_least_one_over_n():
-    with pytest.warns(PrivacyWarning, match="1/n"):
+def test_check_delta_refuses_delta_at_least_one_over_n_and_says_which_delta_would_do():
+    with pytest.raises(UnsafePrivacySetting, match=r"1/n .* e\.g\. 1e-06 \(the smaller of"):
         check_delta(1e-3, 1000)  # delta == 1/n
-    with pytest.warns(PrivacyWarning):
+    with pytest.raises(UnsafePrivacySetting, match="privacy.delta"):
         check_delta(0.01, 1000)
-    assert issubclass(PrivacyWarning, UserWarning)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_delta(1e-6, 1000)

@@ -1,10 +1,13 @@
-"""The synthetic half, partitioned by epsilon: DP prior, candidate pool, DP histogram, selected
-population, decomposed tables, the independent-marginals reference and the benchmark scores.
+"""The synthetic half, partitioned by epsilon: the release plan, Private Evolution's stages (DP prior,
+candidate pool, DP histogram, selected population, decomposed tables), the independent-marginals
+reference and the benchmark scores.
 
-Each partition is one (epsilon, delta)-DP run of Private Evolution on the wide table. The assets that
-read private data are ``dp_prior``, ``dp_histogram`` and ``reference/independent_marginals``; every other
-synthetic asset is post-processing of their releases. ``benchmark_scores`` compares with the real data:
-it is an evaluation for the data owner, not a DP release.
+Each partition is one (epsilon, delta)-DP run of every generator. ``release_plan`` plans all their
+releases, refuses unsafe settings and charges the ledger for all of them at once, before any mechanism
+runs (synth_assets.privacy.releases). The assets that read private data, ``dp_prior``,
+``dp_histogram`` and ``reference/independent_marginals``, first check that their releases are recorded;
+every other synthetic asset is post-processing. ``benchmark_scores`` compares with the real data: it
+is an evaluation for the data owner, not a DP release.
 """
 
 import time
@@ -14,7 +17,6 @@ import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from synth_assets.baselines.independent import independent_marginals
 from synth_assets.benchmark.compare import compare, pass_rate, scores_markdown
 from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.loading import Dataset
@@ -25,34 +27,29 @@ from synth_assets.evaluation.plots import (
     marginals_png,
     markdown_image,
 )
+from synth_assets.generators.independent import IndependentMarginals, IndependentSettings
+from synth_assets.generators.private_evolution import PEModel, PrivateEvolution, generation_metadata
 from synth_assets.io_managers import read_frame
 from synth_assets.pe.encoding import build_encoder
-from synth_assets.pe.evolution import (
-    CheckpointStore,
-    Release,
-    candidate_api,
-    checkpoint_store,
-    data_fingerprint,
-    draw_population,
-    initial_candidates,
-    plan_budget,
-    release_prior,
-    run_rounds,
-)
+from synth_assets.pe.evolution import CheckpointStore, Release
 from synth_assets.pe.generators import validate_candidates
 from synth_assets.pe.llm.resource import LLMResource
-from synth_assets.pe.llm.wiring import generation_metadata
 from synth_assets.pe.marginal_prior import MarginalPrior
-from synth_assets.privacy.accounting import calibrate_sigma, check_delta
-from synth_assets.privacy.ledger import LedgerRelease, PrivacyLedger, pe_run_releases
+from synth_assets.privacy.ledger import PrivacyLedger
+from synth_assets.privacy.releases import (
+    PartitionPlan,
+    charge_partition,
+    plan_partition,
+    require_charged,
+)
 from synth_assets.resources import PrivateEvolutionResource
 from synth_assets.tables.decompose import decompose
-from synth_assets.warehouse import DEFAULT_DELTA
 
 SYNTHETIC_GROUP = "synthetic"
 REFERENCE_GROUP = "reference"
 SCORES_GROUP = "scores"
 
+RELEASE_PLAN_KEY = dg.AssetKey(["synthetic", "release_plan"])
 DP_PRIOR_KEY = dg.AssetKey(["synthetic", "dp_prior"])
 CANDIDATE_POOL_KEY = dg.AssetKey(["synthetic", "candidate_pool"])
 DP_HISTOGRAM_KEY = dg.AssetKey(["synthetic", "dp_histogram"])
@@ -61,8 +58,8 @@ DECOMPOSED_KEY = dg.AssetKey(["synthetic", "decomposed_tables"])
 REFERENCE_KEY = dg.AssetKey(["reference", "independent_marginals"])
 SCORES_KEY = dg.AssetKey(["synthetic", "benchmark_scores"])
 
-NOISY_VOTES = "noisy_votes"
-WEIGHT = "weight"
+CANDIDATES = "candidates"
+VOTES = "votes"
 
 
 def epsilon_key(epsilon: float) -> str:
@@ -101,90 +98,139 @@ def _other_partitions_summary(duckdb: DuckDBResource, partition: str) -> pl.Data
     )
 
 
-def _ledger_parameters(config) -> dict:
-    return {"config": config.model_dump()}
-
-
-def _charge(
-    context: dg.AssetExecutionContext,
-    duckdb: DuckDBResource,
-    dataset: Dataset,
-    releases: list[LedgerRelease],
-    upcoming: list[LedgerRelease] = (),
-) -> dict:
-    """Check the dataset's budget and record the releases, BEFORE the mechanism runs.
-
-    Raises BudgetExceeded (nothing recorded, nothing computed) when the budget would be exceeded.
-    A release already recorded (same data, settings and seed) is not charged again.
-    """
-    ledger = PrivacyLedger(duckdb.database)
-    budget_delta = dataset.spec.privacy.delta or DEFAULT_DELTA
-    check = ledger.charge(
-        releases, delta=budget_delta, budget_epsilon=dataset.spec.privacy.budget_epsilon,
-        upcoming=list(upcoming),
+def generators_of_run(
+    pe: PrivateEvolutionResource, llm: LLMResource
+) -> tuple[PrivateEvolution, IndependentMarginals]:
+    """The generators of a partition: Private Evolution (its candidates from the LLM when one is
+    configured) and the independent-marginals reference, with the same seed."""
+    config = pe.config()
+    return (
+        PrivateEvolution(config, candidates=llm.candidate_api),
+        IndependentMarginals(IndependentSettings(seed=config.seed)),
     )
-    spent = ledger.spent(dataset.name, budget_delta)
-    context.log.info(check.explain())
-    return {
-        "ledger_new_releases": len(releases) - len(check.already_recorded),
-        "ledger_spent_epsilon_gdp": round(spent.epsilon_gdp, 6),
-        "ledger_spent_epsilon_sum": round(spent.epsilon_sum, 6),
-        "ledger_budget_epsilon": dataset.spec.privacy.budget_epsilon,
-    }
+
+
+class _Partition:
+    """What every DP asset of a partition needs: its plan, the ledger and the generators."""
+
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        dataset: Dataset,
+        pe: PrivateEvolutionResource,
+        llm: LLMResource,
+        duckdb: DuckDBResource,
+        wide_table: pl.DataFrame,
+    ):
+        self.pe_generator, self.reference = generators_of_run(pe, llm)
+        self.plan: PartitionPlan = plan_partition(
+            dataset, [self.pe_generator, self.reference], wide_table,
+            epsilon=_epsilon(context), delta=pe.delta, run_id=context.run.run_id,
+            partition_key=context.partition_key, allow_negligible_noise=pe.allow_negligible_noise,
+        )
+        self.ledger = PrivacyLedger(duckdb.database)
+        self.checkpoint_root = pe.checkpoints()
+
+    def store(self, generator: str) -> CheckpointStore:
+        return CheckpointStore(self.plan.checkpoints(self.checkpoint_root, generator))
+
+    def charged(self, generator: str) -> None:
+        require_charged(self.ledger, self.plan, generator)
 
 
 def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     partitions = epsilon_partitions(dataset)
     wide = wide_key(dataset)
-    encoder = build_encoder(dataset)
     kinds = {"duckdb", "polars", "numpy"}
     common = {"partitions_def": partitions, "kinds": kinds}
+    private_evolution = PrivateEvolution.name
+    encoder = build_encoder(dataset)
+
+    @dg.asset(
+        key=RELEASE_PLAN_KEY,
+        ins={"wide_table": dg.AssetIn(key=wide)},
+        group_name=SYNTHETIC_GROUP,
+        description=(
+            "Every DP release of this partition (Private Evolution and the reference), planned and "
+            "charged to the privacy ledger together, before any mechanism runs. Unsafe settings and "
+            "an exceeded budget are refused here, and then nothing is released."
+        ),
+        **common,
+    )
+    def release_plan(
+        context: dg.AssetExecutionContext,
+        pe: PrivateEvolutionResource,
+        llm: LLMResource,
+        duckdb: DuckDBResource,
+        wide_table: pl.DataFrame,
+    ) -> pl.DataFrame:
+        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table)
+        for generator in (partition.pe_generator, partition.reference):
+            generator.check_ready(dataset)
+        recorded_before = {r.identity for r in partition.plan.releases if partition.ledger.is_recorded(r)}
+        check = charge_partition(partition.plan, partition.ledger)
+        context.log.info(check.explain())
+        spent = partition.ledger.spent(dataset.name, check.delta)
+        budget = dataset.spec.privacy.budget_epsilon
+        frame = partition.plan.to_frame(recorded_before)
+        context.add_output_metadata(
+            {
+                "epsilon": partition.plan.epsilon,
+                "delta": partition.plan.delta,
+                "releases": frame.height,
+                "new_releases": frame.height - len(recorded_before),
+                "partition_epsilon_gdp": round(partition.plan.spends, 6),
+                "charged_now_epsilon_gdp": round(check.planned_epsilon, 6),
+                "partition_epsilon_sum": round(float(frame["release_epsilon"].sum()), 6),
+                "ledger_spent_epsilon_gdp": round(spent.epsilon_gdp, 6),
+                "ledger_spent_epsilon_sum": round(spent.epsilon_sum, 6),
+                "ledger_budget_epsilon": budget,
+                "ledger_remaining_epsilon": None if budget is None else round(budget - spent.epsilon_gdp, 6),
+            }
+        )
+        return frame
 
     @dg.asset(
         key=DP_PRIOR_KEY,
         ins={"wide_table": dg.AssetIn(key=wide)},
+        deps=[RELEASE_PLAN_KEY],
         group_name=SYNTHETIC_GROUP,
         description=(
-            "DP release 1 of each run: noisy 1-way marginals of every column over its public bins and "
-            "the noisy share of entities present in each reporting table. Empty when prior_share is 0."
+            "DP release 1 of Private Evolution: noisy 1-way marginals of every column over its public "
+            "bins and the noisy share of entities present in each reporting table. Empty when "
+            "prior_share is 0."
         ),
         **common,
     )
     def dp_prior(
         context: dg.AssetExecutionContext,
         pe: PrivateEvolutionResource,
+        llm: LLMResource,
         duckdb: DuckDBResource,
         wide_table: pl.DataFrame,
     ) -> pl.DataFrame:
-        config, epsilon, delta = pe.config(), _epsilon(context), pe.delta_for(dataset)
-        check_delta(delta, max(wide_table.height, 2))
-        budget = plan_budget(dataset, epsilon, delta, config, with_prior=config.prior_share > 0)
-        if config.prior_share == 0:
-            context.add_output_metadata({"epsilon": epsilon, "prior_share": 0.0, "histograms": 0})
+        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table)
+        plan = partition.plan.generators[private_evolution]
+        config = pe.config()
+        if plan.release("marginal_prior") is None:
+            context.add_output_metadata({"epsilon": plan.epsilon, "prior_share": 0.0, "histograms": 0})
             return MarginalPrior(columns={}, presence={}, sigma=1.0, seed=config.seed).to_frame()
-        data = data_fingerprint(wide_table)
-        planned = pe_run_releases(
-            dataset, budget, seed=config.seed, run_id=context.run.run_id,
-            partition_key=context.partition_key, parameters=_ledger_parameters(config), data_digest=data,
-        )
-        ledger = _charge(context, duckdb, dataset, [planned["marginal_prior"]], [planned["nn_histogram"]])
+        partition.charged(private_evolution)
         started = time.perf_counter()
-        store = checkpoint_store(
-            pe.checkpoints(), dataset, data, epsilon, delta, config, candidate_api(dataset, None)
+        prior, release, resumed = partition.pe_generator.release_prior(
+            dataset, wide_table, plan, partition.store(private_evolution)
         )
-        prior, release, resumed = release_prior(dataset, wide_table, budget, config, store=store)
         context.add_output_metadata(
             {
-                "epsilon": epsilon,
-                "delta": delta,
+                "epsilon": plan.epsilon,
+                "delta": plan.delta,
                 "prior_share": config.prior_share,
-                "sigma": round(budget.prior_sigma, 4),
+                "sigma": round(release.sigma, 4),
                 "histograms": prior.histograms,
                 "seed": config.seed,
                 "resumed_from_checkpoint": resumed,
                 "seconds": round(time.perf_counter() - started, 3),
                 "release": dg.MetadataValue.json(_release_metadata(release)),
-                **ledger,
             }
         )
         return prior.to_frame()
@@ -205,10 +251,9 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         llm: LLMResource,
         prior: pl.DataFrame,
     ) -> pl.DataFrame:
-        config = pe.config()
-        api = candidate_api(dataset, _prior_or_none(prior), llm.settings(), log=context.log.info)
+        generator, _ = generators_of_run(pe, llm)
         started = time.perf_counter()
-        pool = initial_candidates(api, config)
+        pool, api = generator.first_pool(dataset, _prior_or_none(prior), log=context.log.info)
         violations = validate_candidates(dataset, pool)
         context.add_output_metadata(
             {
@@ -232,8 +277,9 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         description=(
             "DP releases 2..T+1: T rounds in which every private record votes for its nearest candidate "
             "under the workload-aware distance and Gaussian noise makes the vote histogram private. "
-            "Holds the last round's candidates with their noisy votes and weights h' = max(h~ - H, 0). "
-            "Each round is checkpointed: a re-run resumes after the last completed round."
+            "Two tables: the last round's candidates (`__candidates`) and, row for row, their noisy "
+            "votes and weights h' = max(h~ - H, 0) (`__votes`). Each round is checkpointed: a re-run "
+            "resumes after the last completed round."
         ),
         **common,
     )
@@ -245,26 +291,22 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         wide_table: pl.DataFrame,
         pool: pl.DataFrame,
         prior: pl.DataFrame,
-    ) -> pl.DataFrame:
-        config, epsilon, delta = pe.config(), _epsilon(context), pe.delta_for(dataset)
-        prior_model = _prior_or_none(prior)
-        api = candidate_api(dataset, prior_model, llm.settings(), log=context.log.info)
-        budget = plan_budget(dataset, epsilon, delta, config, with_prior=prior_model is not None)
-        data = data_fingerprint(wide_table)
-        parameters = {**_ledger_parameters(config), "pool": data_fingerprint(pool)}
-        planned = pe_run_releases(
-            dataset, budget, seed=config.seed, run_id=context.run.run_id,
-            partition_key=context.partition_key, parameters=parameters, data_digest=data,
-        )
-        ledger = _charge(context, duckdb, dataset, [planned["nn_histogram"]])
-        store: CheckpointStore = checkpoint_store(pe.checkpoints(), dataset, data, epsilon, delta, config, api)
+    ) -> dict[str, pl.DataFrame]:
+        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table)
+        partition.charged(private_evolution)
+        plan = partition.plan.generators[private_evolution]
+        generator, config = partition.pe_generator, pe.config()
+        api = generator.candidate_api(dataset, _prior_or_none(prior), log=context.log.info)
+        budget = generator.budget(dataset, plan.epsilon, plan.delta)
         started = time.perf_counter()
-        rounds = run_rounds(wide_table, encoder, pool, api, budget, config, store=store, log=context.log.info)
+        rounds = generator.vote_rounds(
+            dataset, wide_table, pool, api, plan, partition.store(private_evolution), log=context.log.info
+        )
         weighted = int((rounds.weights > 0).sum())
         context.add_output_metadata(
             {
-                "epsilon": epsilon,
-                "delta": delta,
+                "epsilon": plan.epsilon,
+                "delta": plan.delta,
                 "epsilon_composed": round(budget.composed_epsilon(), 6),
                 "sigma": round(budget.sigma, 4),
                 "T": config.iterations,
@@ -276,14 +318,12 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 "rounds_resumed_from_checkpoint": rounds.resumed,
                 "seconds": round(time.perf_counter() - started, 3),
                 "releases": dg.MetadataValue.json([_release_metadata(r) for r in rounds.releases]),
-                "distance_weights": dg.MetadataValue.json(encoder.describe()),
-                **ledger,
+                "distance_weights": dg.MetadataValue.json(generator.encoder(dataset).describe()),
                 **generation_metadata(api),
             }
         )
-        return rounds.candidates.with_columns(
-            pl.Series(NOISY_VOTES, rounds.noisy_votes), pl.Series(WEIGHT, rounds.weights)
-        )
+        votes = pl.DataFrame({"noisy_votes": rounds.noisy_votes, "weight": rounds.weights})
+        return {CANDIDATES: rounds.candidates, VOTES: votes}
 
     @dg.asset(
         key=POPULATION_KEY,
@@ -298,25 +338,22 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     def selected_population(
         context: dg.AssetExecutionContext,
         pe: PrivateEvolutionResource,
-        histogram: pl.DataFrame,
+        llm: LLMResource,
+        histogram: dict[str, pl.DataFrame],
         prior: pl.DataFrame,
     ) -> pl.DataFrame:
-        config = pe.config()
-        prior_model = _prior_or_none(prior)
-        api = candidate_api(dataset, prior_model)
-        candidates = histogram.drop(NOISY_VOTES, WEIGHT)
-        population = draw_population(
-            dataset,
-            candidates,
-            histogram[NOISY_VOTES].to_numpy(),
-            histogram[WEIGHT].to_numpy(),
-            api,
-            encoder,
-            config,
-            n_estimate=prior_model.n_estimate if prior_model else None,
+        generator, _ = generators_of_run(pe, llm)
+        votes = histogram[VOTES]
+        model = PEModel(
+            prior=_prior_or_none(prior),
+            candidates=histogram[CANDIDATES],
+            noisy_votes=votes["noisy_votes"].to_numpy(),
+            weights=votes["weight"].to_numpy(),
+            releases=[],
         )
+        population = generator.sample(dataset, model)
         context.add_output_metadata(
-            {"epsilon": _epsilon(context), "rows": population.height, "output": config.output}
+            {"epsilon": _epsilon(context), "rows": population.height, "output": pe.config().output}
         )
         return population
 
@@ -337,41 +374,40 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=REFERENCE_KEY,
         ins={"wide_table": dg.AssetIn(key=wide)},
+        deps=[RELEASE_PLAN_KEY],
         group_name=REFERENCE_GROUP,
         description=(
             "The reference a DP method must beat, at the same epsilon: every column sampled "
-            "independently from its DP-noised 1-way marginal. A DP release of its own."
+            "independently from its DP-noised 1-way marginal. A DP release of its own, charged with "
+            "the partition's release plan."
         ),
         **common,
     )
     def independent_marginals_reference(
         context: dg.AssetExecutionContext,
         pe: PrivateEvolutionResource,
+        llm: LLMResource,
         duckdb: DuckDBResource,
         wide_table: pl.DataFrame,
     ) -> pl.DataFrame:
-        epsilon, delta, seed = _epsilon(context), pe.delta_for(dataset), pe.config().seed
-        histograms = len(dataset.spec.modelled_columns)
-        release = LedgerRelease.for_dataset(
-            dataset, kind="independent_marginals", epsilon=epsilon, delta=delta,
-            sigma=calibrate_sigma(epsilon, delta, histograms), histograms=histograms, T=None, seed=seed,
-            run_id=context.run.run_id, partition_key=context.partition_key,
-            data_digest=data_fingerprint(wide_table),
-        )
-        ledger = _charge(context, duckdb, dataset, [release])
-        result = independent_marginals(dataset, wide_table, epsilon=epsilon, delta=delta, seed=seed)
+        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table)
+        reference = partition.reference
+        partition.charged(reference.name)
+        plan = partition.plan.generators[reference.name]
+        model = reference.fit(dataset, wide_table, plan, log=context.log.info)
+        population = reference.sample(dataset, model)
+        (release,) = plan.releases
         context.add_output_metadata(
             {
-                "epsilon": epsilon,
-                "delta": delta,
-                "sigma": round(result.sigma, 4),
-                "histograms": result.histograms,
-                "seed": seed,
-                "rows": result.population.height,
-                **ledger,
+                "epsilon": plan.epsilon,
+                "delta": plan.delta,
+                "sigma": round(release.sigma, 4),
+                "histograms": release.histograms,
+                "seed": plan.seed,
+                "rows": population.height,
             }
         )
-        return result.population
+        return population
 
     @dg.asset(
         key=SCORES_KEY,
@@ -460,6 +496,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         return {"summary": summary, "queries": pl.DataFrame(query_rows, infer_schema_length=None)}
 
     return [
+        release_plan,
         dp_prior,
         candidate_pool,
         dp_histogram,

@@ -73,15 +73,20 @@ def _daemon_will_retry(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool
     return attempt < maximum
 
 
-def _refused_by_budget(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+REFUSALS = ("BudgetExceeded", "UnsafePrivacySetting")
+"""Failures that happen before any release and that a retry would only repeat."""
+
+
+def _refused(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The refusal that stopped a run (the budget, an unsafe setting), if one did."""
     records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     for record in records:
         error = record.event_log_entry.dagster_event.event_specific_data.error
         while error is not None:
-            if error.cls_name == "BudgetExceeded":
-                return True
+            if error.cls_name in REFUSALS:
+                return error.cls_name
             error = error.cause
-    return False
+    return None
 
 
 def build_resume_sensor(
@@ -105,8 +110,9 @@ def build_resume_sensor(
         blocked = failed_blocking_checks(context.instance, run.run_id)
         if blocked:
             return dg.SkipReason(f"run {run.run_id} stopped at failed blocking checks {blocked}: fix the data")
-        if _refused_by_budget(context.instance, run):
-            return dg.SkipReason(f"run {run.run_id} was refused by the privacy budget")
+        refusal = _refused(context.instance, run)
+        if refusal:
+            return dg.SkipReason(f"run {run.run_id} was refused before any release ({refusal}): fix the cause")
         attempt = int(run.tags.get(RESUME_ATTEMPT_TAG, "0"))
         if attempt >= MAX_RESUMES:
             return dg.SkipReason(f"partition {run.tags.get('dagster/partition')} resumed {attempt} times")

@@ -76,7 +76,7 @@ def test_partitions_are_independent_and_prior_is_a_release(tiny_dataset_dir: Pat
     assert _meta(second, "synthetic/dp_histogram")["sigma"] < histogram["sigma"]
     with duckdb.connect(str(database), read_only=True) as connection:
         counts = dict(connection.execute(
-            "select partition_key, count(*) from synthetic.dp_histogram group by 1").fetchall())
+            "select partition_key, count(*) from synthetic.dp_histogram__votes group by 1").fetchall())
     assert counts == {"1": 150, "4": 150}
 
 

@@ -20,6 +20,7 @@ from synth_assets.defs.synthetic.assets import (
     DP_HISTOGRAM_KEY,
     DP_PRIOR_KEY,
     POPULATION_KEY,
+    RELEASE_PLAN_KEY,
     epsilon_partitions,
 )
 from synth_assets.defs.synthetic.checks import (
@@ -68,7 +69,9 @@ def test_every_check_passes_on_one_partition_of_the_tiny_dataset(tiny_dataset_di
     assets = build_assets(dataset)
     checks = [*build_real_checks(dataset), *build_synthetic_checks(dataset)]
     real = [k for a in build_real_assets(dataset) for k in a.keys if k != BENCHMARK_ANSWERS_KEY]
-    synthetic = [DP_PRIOR_KEY, CANDIDATE_POOL_KEY, DP_HISTOGRAM_KEY, POPULATION_KEY, DECOMPOSED_KEY]
+    synthetic = [
+        RELEASE_PLAN_KEY, DP_PRIOR_KEY, CANDIDATE_POOL_KEY, DP_HISTOGRAM_KEY, POPULATION_KEY, DECOMPOSED_KEY
+    ]
 
     first = dg.materialize([*assets, *checks], resources=resources, selection=real)
     second = dg.materialize([*assets, *checks], resources=resources, selection=synthetic, partition_key="1")
