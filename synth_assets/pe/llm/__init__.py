@@ -8,7 +8,8 @@ and reused, so an interrupted run resumes without paying again.
 """
 
 from synth_assets.pe.llm.api import LLMCandidateAPI
-from synth_assets.pe.llm.client import LLMGenerationError, LLMRequest, request_id
+from synth_assets.pe.llm.client import LLMRequest, request_id
+from synth_assets.pe.llm.endpoint import LLMEndpointError, LLMGenerationError
 from synth_assets.pe.llm.report import GenerationReport
 from synth_assets.pe.llm.schema import record_model, response_model, strict_json_schema
 from synth_assets.pe.llm.settings import LLMSettings, PriceTable, llm_settings_from_env
@@ -18,6 +19,7 @@ from synth_assets.pe.llm.wiring import generation_metadata, reference_api
 __all__ = [
     "GenerationReport",
     "LLMCandidateAPI",
+    "LLMEndpointError",
     "LLMGenerationError",
     "LLMRequest",
     "LLMResource",

@@ -14,6 +14,12 @@ Every returned record is validated locally and invalid ones are dropped (counted
 still missing are asked for again in up to ``max_topup_rounds`` further rounds of requests (new seeds);
 what is still missing then is filled by the offline generator (the DP-prior one if a prior is given)
 when it is at most ``max_shortfall_fraction`` of the call, else the call fails (a re-run resumes).
+Records missing because requests could not reach the endpoint are never filled: that is an
+``LLMEndpointError``, as is a shortfall beyond that share because requests failed at the server.
+
+check_endpoint()
+    The preflight (synth_assets.pe.llm.endpoint): reachable, key accepted, model served, in seconds and
+    without sending any record. Call it before spending any privacy budget.
 
 Requests are identified by the hash of endpoint + body (model, messages, seed, response_format schema,
 temperature): identical requests are answered from the Parquet result store, across calls, runs,
@@ -25,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import polars as pl
@@ -39,12 +46,14 @@ from synth_assets.pe.generators import (
 )
 from synth_assets.pe.llm.client import (
     BatchRunner,
+    LLMEndpointError,
     LLMGenerationError,
     LLMRequest,
     Outcome,
     RealtimeRunner,
     request_id,
 )
+from synth_assets.pe.llm.endpoint import ConnectionBreaker, check_endpoint, connection_error
 from synth_assets.pe.llm.prompts import (
     PROMPT_VERSION,
     random_messages,
@@ -63,7 +72,7 @@ from synth_assets.pe.llm.schema import (
 from synth_assets.pe.llm.settings import LLMSettings
 from synth_assets.pe.llm.store import ResultStore, StoredResult
 
-__all__ = ["LLMCandidateAPI", "LLMGenerationError"]
+__all__ = ["LLMCandidateAPI", "LLMEndpointError", "LLMGenerationError"]
 
 FALLBACK_ORDER = ("json_schema", "json_object", "prompt")
 RESPONSE_SCHEMA_NAME = "candidates"
@@ -117,8 +126,15 @@ class LLMCandidateAPI:
         self._capability_known = known is not None
         self._models: dict = {}
         self._schemas: dict = {}
+        self.breaker = ConnectionBreaker(settings.connection_failure_window)  # across the calls of a run
         self.report = self._new_report()
         self.reports: list[tuple[str, GenerationReport]] = []
+
+    def check_endpoint(self) -> None:
+        """The preflight: raise :class:`LLMEndpointError` within seconds when the endpoint cannot be
+        reached, refuses the key or does not serve the model. It sends no record (a models lookup, and at
+        most one minimal request) and stores nothing; call it before spending any privacy budget."""
+        check_endpoint(self.settings, log=self.log)
 
     # ------------------------------------------------------------------------------------ metadata
 
@@ -193,9 +209,12 @@ class LLMCandidateAPI:
         tokens_out = sum(r.records * columns * OUTPUT_TOKENS_PER_CELL + 20 for r in requests)
         return self.settings.prices.cost(tokens_in, tokens_out, batch=self.settings.mode == "batch")
 
-    def _execute(self, builders: list[Callable[[str], LLMRequest]], report: GenerationReport) -> list[StoredResult | None]:
-        """Results of the requests made by ``builders`` (one per builder, None where it failed): from the
-        store when there, else sent; falls back to a simpler structured-output mode when refused."""
+    def _execute(
+        self, builders: list[Callable[[str], LLMRequest]], report: GenerationReport
+    ) -> tuple[list[StoredResult | None], Counter]:
+        """Results of the requests made by ``builders`` (one per builder, None where it failed), and the
+        failed ones by reason: from the store when there, else sent; falls back to a simpler
+        structured-output mode when refused."""
         results: list[StoredResult | None] = [None] * len(builders)
         failures: dict[int, str] = {}
         self.store.refresh()
@@ -250,14 +269,14 @@ class LLMCandidateAPI:
             break
         for reason in failures.values():
             report.requests_failed += 1
-            report.failed_responses["request_failed" if reason != "budget_exceeded" else reason] += 1
+            report.failed_responses[reason if reason in ("budget_exceeded", "connection_failed") else "request_failed"] += 1
         if "budget_exceeded" in failures.values():
             raise LLMGenerationError(
                 f"stopped at the cost cap SYNTH_ASSETS_LLM_MAX_COST_USD={self.settings.max_cost_usd}: "
                 f"spent about ${self.report.estimated_cost_usd + report.estimated_cost_usd:.4f}. Results so "
                 "far are stored; raise the cap and re-run to resume."
             )
-        return results
+        return results, Counter(failures.values())
 
     def _check_budget(self, send: list[LLMRequest], report: GenerationReport) -> None:
         cap = self.settings.max_cost_usd
@@ -276,7 +295,7 @@ class LLMCandidateAPI:
         outcome = Outcome()
         if not send:
             return outcome
-        realtime = RealtimeRunner(self.settings, self.store, log=self.log)
+        realtime = RealtimeRunner(self.settings, self.store, log=self.log, breaker=self.breaker)
         realtime.spent_before = self.report.estimated_cost_usd
         if self.settings.mode == "realtime":
             self.log(
@@ -332,21 +351,59 @@ class LLMCandidateAPI:
             f"{report.tokens_out} out" + (f", ~${report.estimated_cost_usd:.4f}" if report.prices_known else "")
         )
 
-    def _shortfall(self, missing: int, total: int, report: GenerationReport, kind: str) -> None:
-        """Fill or fail: may the offline generator fill ``missing`` of ``total`` records?"""
+    def _shortfall(self, missing: int, total: int, report: GenerationReport, kind: str, failed: Counter) -> None:
+        """Fill or fail: may the offline generator fill ``missing`` of ``total`` records? ``failed`` holds
+        the requests of the last round that got no answer, by reason.
+
+        Records missing because requests could not reach the endpoint are never filled; beyond the share,
+        requests that failed at the server make an ``LLMEndpointError`` too. Only a genuine shortfall (the
+        model answered, with too few valid records) is a plain ``LLMGenerationError``."""
         if missing <= 0:
             return
+        s = self.settings
+        what = f"{kind}: {missing} of {total} records are missing"
+        if failed["connection_failed"]:
+            raise connection_error(
+                s, self.breaker.cause or "connection failed", failures=failed["connection_failed"],
+                stored=len(self.store), what=what,
+            )
         share = missing / max(total, 1)
-        if self.settings.fill_shortfall == "offline" and share <= self.settings.max_shortfall_fraction:
+        if s.fill_shortfall == "offline" and share <= s.max_shortfall_fraction:
             report.records_filled_offline += missing
             self.log(f"{kind}: {missing} of {total} records filled by the {self.fallback.name} generator")
             return
-        failed = dict(report.failed_responses)
+        stored = f"{len(self.store)} results are stored: re-run to resume without paying for them again."
+        local = f"records of the local {self.fallback.name!r} generator (not from the LLM)"
+        if failed["request_failed"]:
+            errors = {k: v for k, v in report.errors.items() if v}
+            raise LLMEndpointError(
+                f"{what} because {failed['request_failed']} requests to the LLM endpoint {s.endpoint} got no "
+                f"usable answer after every retry (errors seen: {errors}). Check the server (its log, its "
+                f"load, its limits) and re-run once it answers. {stored}",
+                endpoint=s.endpoint,
+                reason="server",
+            )
+        responses = {k: v for k, v in report.failed_responses.items() if v}
+        hint = ""
+        if responses.get("truncated"):
+            hint = (
+                " Answers were cut off: lower SYNTH_ASSETS_LLM_RECORDS_PER_REQUEST (now "
+                f"{s.records_per_request}) or give the server a longer context."
+            )
+        if s.fill_shortfall == "offline":
+            setting = (
+                f"SYNTH_ASSETS_LLM_MAX_SHORTFALL (now {s.max_shortfall_fraction:g}) is the largest share filled "
+                f"offline; raising it would replace the missing LLM candidates with {local}."
+            )
+        else:
+            setting = (
+                "SYNTH_ASSETS_LLM_FILL_SHORTFALL=error: no record is filled offline (with `offline`, up to "
+                f"SYNTH_ASSETS_LLM_MAX_SHORTFALL of them would be replaced by {local})."
+            )
         raise LLMGenerationError(
-            f"{kind}: {missing} of {total} records are missing after {self.settings.max_topup_rounds} top-up "
-            f"rounds (responses without records: {failed}; rejected rows: {dict(report.rejected_rows)}). "
-            f"{len(self.store)} results are stored: re-run to resume without paying for them again, or allow "
-            "a larger SYNTH_ASSETS_LLM_MAX_SHORTFALL to fill the rest offline."
+            f"{what} after {s.max_topup_rounds} top-up rounds: the model {s.model!r} answered, but with too "
+            f"few valid records (responses without records: {responses}; rejected rows: "
+            f"{dict(report.rejected_rows)}).{hint} {stored} {setting}"
         )
 
     # ---------------------------------------------------------------------------------- random API
@@ -367,6 +424,7 @@ class LLMCandidateAPI:
         per_request = self.settings.records_per_request
         frames: list[pl.DataFrame] = []
         have = 0
+        failed: Counter = Counter()  # requests of the last round without an answer, by reason
         for round_ in range(self.settings.max_topup_rounds + 1):
             missing = n - have
             if missing <= 0:
@@ -381,7 +439,7 @@ class LLMCandidateAPI:
                     return random_messages(self.dataset, size, label=label, schema_in_prompt=schema)
 
                 builders.append(self._builder("random", messages_for, request_seed, size, None))
-            results = self._execute(builders, report)
+            results, failed = self._execute(builders, report)
             answered = 0
             for result in results:
                 parsed = self._parse(result, None, report)
@@ -398,7 +456,7 @@ class LLMCandidateAPI:
                 break  # nothing came back at all: more rounds would not help
         missing = n - have
         report.records_valid = have
-        self._shortfall(missing, n, report, "random")
+        self._shortfall(missing, n, report, "random", failed)
         if missing > 0:
             frames.append(self.fallback.random(missing, seed=_derive(seed, "random-fill")).select(list(self.schema)))
         report.records_valid = have
@@ -448,6 +506,7 @@ class LLMCandidateAPI:
         total = selected.height * n_per_record
         children: list[list[dict]] = [[] for _ in range(selected.height)]
         per_request = self.settings.records_per_request
+        failed: Counter = Counter()  # requests of the last round without an answer, by reason
         for round_ in range(self.settings.max_topup_rounds + 1):
             needy = [k for k in range(selected.height) if len(children[k]) < n_per_record]
             if not needy:
@@ -467,7 +526,7 @@ class LLMCandidateAPI:
                     )
 
                 builders.append(self._builder("variation", messages_for, request_seed, len(members) * per, len(members)))
-            results = self._execute(builders, report)
+            results, failed = self._execute(builders, report)
             answered = 0
             for members, result in zip(groups, results, strict=True):
                 parsed = self._parse(result, len(members), report)
@@ -489,7 +548,7 @@ class LLMCandidateAPI:
         have = sum(len(c) for c in children)
         missing = total - have
         report.records_valid = have
-        self._shortfall(missing, total, report, "variation")
+        self._shortfall(missing, total, report, "variation", failed)
         fill: list[dict] = []
         if missing:
             needy = [k for k in range(selected.height) for _ in range(n_per_record - len(children[k]))]

@@ -8,6 +8,11 @@ Retries (real-time): 429, 408/409, every 5xx, timeouts and connection errors are
 ``max_retries`` times. The delay honours the server's ``retry-after-ms`` / ``Retry-After`` header
 (capped at ``retry_after_max``) plus a little jitter; without one it is exponential backoff with jitter:
 ``d = min(backoff_max, backoff_initial * 2**attempt)``, waiting ``d/2 + uniform(0, d/2)``.
+Connection-level failures also feed the circuit breaker (synth_assets.pe.llm.endpoint): when they have
+gone on for ``connection_failure_window`` seconds with no answer from the endpoint in between, the run
+stops with ``LLMEndpointError``; backoffs are capped so that a retry happens when that window ends, and
+waiting requests stop at once. A 401/403/404 stops the run at once (``LLMEndpointError``, the key or the
+model). Connections time out after ``connect_timeout`` seconds, answers after ``timeout``.
 Retries (batch): requests in the error file, or in a batch that failed, expired or was cancelled, are
 submitted again in a new batch, up to ``max_retries`` times; results in a partial output file are kept.
 A 400/422 whose message says the structured-output ``response_format`` is unsupported is reported as
@@ -28,12 +33,23 @@ from dataclasses import dataclass, field
 
 import openai
 
+from synth_assets.pe.llm.endpoint import (
+    ConnectionBreaker,
+    LLMEndpointError,
+    LLMGenerationError,
+    connection_cause,
+    connection_error,
+    http_timeout,
+    status_error,
+)
+from synth_assets.pe.llm.endpoint import error_message as _message
 from synth_assets.pe.llm.report import GenerationReport
 from synth_assets.pe.llm.settings import LLMSettings
 from synth_assets.pe.llm.store import ResultStore, StoredResult
 
 __all__ = [
     "BatchRunner",
+    "LLMEndpointError",
     "LLMGenerationError",
     "LLMRequest",
     "Outcome",
@@ -44,11 +60,6 @@ __all__ = [
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 _FORMAT_WORDS = ("response_format", "json_schema", "structured output", "json_object", "response format")
-
-
-class LLMGenerationError(RuntimeError):
-    """Generation cannot go on (authentication, budget, too many failures). Results so far are stored:
-    a re-run resumes from them."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +96,6 @@ def chunked(items: list, size: int) -> Iterable[list]:
 def is_format_unsupported(status: int | None, message: str) -> bool:
     text = (message or "").lower()
     return status in (400, 422) and any(word in text for word in _FORMAT_WORDS)
-
-
-def _message(error: Exception) -> str:
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    return str(getattr(error, "message", "") or error)
 
 
 def retry_after_seconds(headers) -> float | None:
@@ -176,24 +176,33 @@ def run_sync(coroutine):
 class RealtimeRunner:
     """Async requests with bounded concurrency, retries and immediate checkpointing."""
 
-    def __init__(self, settings: LLMSettings, store: ResultStore, *, log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        settings: LLMSettings,
+        store: ResultStore,
+        *,
+        log: Callable[[str], None] | None = None,
+        breaker: ConnectionBreaker | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.log = log or (lambda message: None)
         self.rng = random.Random()
         self.spent_before = 0.0  # estimated cost of earlier calls, for the cost cap
+        # shared by the calls of one LLMCandidateAPI: a streak of connection failures spans calls
+        self.breaker = breaker or ConnectionBreaker(settings.connection_failure_window)
 
     def execute(self, requests: list[LLMRequest], report: GenerationReport) -> Outcome:
         return run_sync(self._execute(requests, report))
 
     async def _execute(self, requests: list[LLMRequest], report: GenerationReport) -> Outcome:
         outcome = Outcome()
-        state: dict = {"stop": None, "fatal": None}
+        state: dict = {"stop": None, "fatal": None, "stopped": asyncio.Event()}
         semaphore = asyncio.Semaphore(self.settings.concurrency)
         client = openai.AsyncOpenAI(
             api_key=self.settings.key(),
             base_url=self.settings.base_url,
-            timeout=self.settings.timeout,
+            timeout=http_timeout(self.settings),
             max_retries=0,  # retries are ours: counted, with Retry-After and jitter
         )
         async with client:
@@ -201,8 +210,22 @@ class RealtimeRunner:
                 *(self._one(client, semaphore, request, report, outcome, state) for request in requests)
             )
         if state["fatal"]:
-            raise LLMGenerationError(state["fatal"])
+            raise state["fatal"]
         return outcome
+
+    def _fatal(self, state: dict, error: LLMGenerationError) -> None:
+        """Stop the run: requests not sent yet are not sent, waiting ones stop waiting."""
+        if state["fatal"] is None:
+            state["fatal"] = error
+        state["stopped"].set()
+
+    async def _wait(self, delay: float, state: dict) -> bool:
+        """Sleep ``delay`` seconds, or less when the run stops; True when it stopped."""
+        try:
+            await asyncio.wait_for(state["stopped"].wait(), delay)
+        except TimeoutError:
+            pass
+        return state["fatal"] is not None
 
     async def _one(self, client, semaphore, request: LLMRequest, report, outcome: Outcome, state: dict) -> None:
         settings = self.settings
@@ -218,11 +241,21 @@ class RealtimeRunner:
             attempt = 0
             report.requests_sent += 1
             while True:
+                connection = False
                 try:
                     completion = await client.chat.completions.create(**request.body)
                 except (openai.APITimeoutError, openai.APIConnectionError) as error:
-                    kind, headers, status = type(error).__name__, None, None
+                    kind, headers, status, connection = type(error).__name__, None, None, True
+                    if self.breaker.failure(connection_cause(error, settings)):
+                        report.errors[kind] += 1
+                        outcome.failures[request.request_id] = "connection_failed"
+                        self._fatal(state, connection_error(
+                            settings, self.breaker.cause, failures=self.breaker.failures,
+                            seconds=self.breaker.elapsed(), stored=len(self.store),
+                        ))
+                        return
                 except openai.APIStatusError as error:
+                    self.breaker.response()
                     status = error.status_code
                     kind, headers = f"http_{status}", error.response.headers
                     message = _message(error)
@@ -232,11 +265,10 @@ class RealtimeRunner:
                         self.log(f"endpoint refused the response_format ({status}): {message[:200]}")
                         return
                     if status in (401, 403, 404):
-                        state["fatal"] = (
-                            f"{settings.endpoint} answered {status} for model {settings.model!r}: "
-                            f"{message[:300]} (check the model name and the key variable; results so far "
-                            "are stored and a re-run resumes)"
-                        )
+                        self._fatal(state, status_error(
+                            settings, status, message,
+                            tail=" Results so far are stored and a re-run resumes.",
+                        ))
                         outcome.failures[request.request_id] = kind
                         return
                     if status not in (408, 409, 429) and status < 500:
@@ -245,6 +277,7 @@ class RealtimeRunner:
                         self.log(f"request {request.request_id[:12]} refused ({status}): {message[:200]}")
                         return
                 else:
+                    self.breaker.response()
                     result = stored_result(
                         request.request_id, completion.model_dump(), mode="realtime", kind=request.kind
                     )
@@ -254,13 +287,18 @@ class RealtimeRunner:
                     return
                 report.errors[kind] += 1
                 if attempt >= settings.max_retries:
-                    outcome.failures[request.request_id] = "request_failed"
+                    outcome.failures[request.request_id] = "connection_failed" if connection else "request_failed"
                     self.log(f"request {request.request_id[:12]} failed after {attempt + 1} attempts ({kind})")
                     return
                 delay = backoff_delay(settings, attempt, retry_after_seconds(headers), self.rng)
+                remaining = self.breaker.remaining() if connection else None
+                if remaining is not None:  # retry when the breaker's window ends, at the latest
+                    delay = min(delay, remaining + self.rng.uniform(0.01, 0.1))
                 attempt += 1
                 report.retries += 1
-                await asyncio.sleep(delay)
+                if await self._wait(delay, state):
+                    outcome.failures[request.request_id] = "aborted"
+                    return
 
 
 # ----------------------------------------------------------------------------------------- batch
@@ -292,11 +330,30 @@ class BatchRunner:
         return openai.OpenAI(
             api_key=self.settings.key(),
             base_url=self.settings.base_url,
-            timeout=self.settings.timeout,
+            timeout=http_timeout(self.settings),
             max_retries=self.settings.max_retries,  # control-plane calls (upload, create, poll)
         )
 
     def execute(self, requests: list[LLMRequest], report: GenerationReport) -> Outcome:
+        """Run the requests; an endpoint that cannot be reached, or refuses the key, is an
+        ``LLMEndpointError`` (the control-plane calls have already been retried by the client)."""
+        try:
+            return self._execute(requests, report)
+        except openai.APIConnectionError as error:
+            raise connection_error(
+                self.settings, connection_cause(error, self.settings), failures=self.settings.max_retries + 1,
+                stored=len(self.store),
+            ) from error
+        except openai.APIStatusError as error:
+            status_failure = status_error(
+                self.settings, error.status_code, _message(error),
+                tail=" Open batches are in the journal and a re-run re-attaches to them.",
+            ) if error.status_code in (401, 403) else None
+            if status_failure is None:
+                raise
+            raise status_failure from None
+
+    def _execute(self, requests: list[LLMRequest], report: GenerationReport) -> Outcome:
         settings = self.settings
         outcome = Outcome()
         pending = {r.request_id: r for r in requests}

@@ -23,7 +23,8 @@ class GenerationReport:
     records_requested / records_valid / records_filled_offline   rows asked for, rows kept, rows filled
                       by the offline generator because the LLM fell short
     rejected_rows     invalid returned rows, by reason (unknown_category, out_of_bounds, ...)
-    failed_responses  responses that yielded no rows at all, by reason (malformed_json, truncated, ...)
+    failed_responses  responses that yielded no rows at all, by reason (malformed_json, truncated, ...,
+                      request_failed, connection_failed: no answer after every retry)
     estimated_cost_usd   tokens_in/out priced with the price table (batch discount applied)
     saved_cost_usd       what the cache hits would have cost
     wall_seconds      time spent in generation calls

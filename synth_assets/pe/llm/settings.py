@@ -99,6 +99,18 @@ class LLMSettings(BaseModel):
     concurrency: int = Field(default=8, ge=1, le=1024)
     max_retries: int = Field(default=6, ge=0)
     timeout: float = Field(default=120.0, gt=0)
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="Longest wait to connect (TCP and TLS), at most `timeout` (seconds)."
+    )
+    connection_failure_window: float = Field(
+        default=60.0,
+        ge=0,
+        description="Connection failures (refused, reset, timeouts) going on this long with no answer from the "
+        "endpoint in between stop the run with LLMEndpointError (seconds).",
+    )
+    preflight_timeout: float = Field(
+        default=5.0, gt=0, description="Timeout of each request of check_endpoint() (seconds)."
+    )
     records_per_request: int = Field(default=20, ge=1, le=500)
     temperature: float | None = Field(default=1.0, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1)

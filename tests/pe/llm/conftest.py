@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -56,8 +57,7 @@ def _no_llm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(scope="session")
-def openai_server():
+def start_server() -> FakeOpenAI:
     process = subprocess.Popen(
         [sys.executable, str(SERVER)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -65,10 +65,35 @@ def openai_server():
     if not line.startswith("PORT "):
         process.kill()
         raise RuntimeError(f"test server did not start: {line!r} {process.stderr.read()}")
-    server = FakeOpenAI(int(line.split()[1]), process)
+    return FakeOpenAI(int(line.split()[1]), process)
+
+
+def stop_server(server: FakeOpenAI) -> None:
+    server.process.kill()
+    server.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def openai_server():
+    server = start_server()
     yield server
-    process.kill()
-    process.wait(10)
+    stop_server(server)
+
+
+@pytest.fixture
+def own_server():
+    """A server of this test alone, which the test may stop (the shared one must stay up)."""
+    server = start_server()
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def dead_port() -> int:
+    """A loopback port that was bound and closed again: connecting to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
     python openai_server.py            # prints "PORT <n>" on stdout, then serves until killed
 
 Endpoints
+    GET  /v1/models              the model list (["test-model"] unless set with "models")
     POST /v1/chat/completions    records generated deterministically (from a hash of the request body)
                                  from the JSON schema of ``response_format`` (json_schema), or, in JSON or
                                  plain-prompt mode, from the schema the prompt carries after
@@ -26,12 +27,23 @@ Failure modes (POST /_control), consumed by the next chat requests in order of a
     {"batch_errors": {"count": n, "every": m}}           next n batches: every m-th line -> error file (500)
     {"batch_fail": {"count": n}}                         next n batches end "failed", without output
     {"batch_hold": true}                                 batches stay in_progress until released
+
+Endpoint modes (POST /_control), for the preflight and for an endpoint that goes away:
+    {"api_key": "sk-..."}          every /v1 request with another (or no) bearer key: 401, its message
+                                   showing the key masked as OpenAI does ("sk-a****wxyz")
+    {"models": ["a", "b"]}         GET /v1/models lists these, and chat requests for another model: 404
+                                   (without it the list is ["test-model"] and any model is served, as
+                                   llama-server does)
+    {"models_route": false}        GET /v1/models: 404, as on servers without the list
+    {"die_after": k}               the chat request after the k-th one makes the server process exit
+                                   without answering: later connections are refused
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import sys
@@ -227,8 +239,27 @@ def completion(body: dict, *, batch: bool = False) -> tuple[int, dict, dict]:
     return 200, answer, {}
 
 
-def _error(message: str) -> dict:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+def _error(message: str, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+
+
+def _masked(key: str) -> str:
+    return key[:3] + "*" * max(len(key) - 7, 0) + key[-4:] if len(key) > 7 else "***"
+
+
+def refusal(authorization: str | None, model: str | None) -> tuple[int, dict] | None:
+    """401 for a wrong or missing key, 404 for a model the server does not serve, when those modes are set."""
+    with STATE.lock:
+        required = STATE.control.get("api_key")
+        models = STATE.control.get("models")
+    if required:
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if given != required:
+            shown = f"Incorrect API key provided: {_masked(given)}." if given else "You didn't provide an API key."
+            return 401, _error(shown, "invalid_api_key")
+    if models is not None and model is not None and model not in models:
+        return 404, _error(f"The model `{model}` does not exist or you do not have access to it.", "model_not_found")
+    return None
 
 
 # --------------------------------------------------------------------------------------------- batch
@@ -339,6 +370,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
+        if path.startswith("/v1/"):
+            refused = refusal(self.headers.get("Authorization"), None)
+            if refused:
+                self._record(b"", refused[0])
+                return self._send(*refused)
+        if path == "/v1/models":
+            return self._models()
         if path == "/_stats":
             with STATE.lock:
                 return self._send(200, STATE.stats)
@@ -361,6 +399,17 @@ class Handler(BaseHTTPRequestHandler):
             self._record(b"", 200)
             return self._send(200, _batch_object(batch))
         self._send(404, _error(f"no route {path}"))
+
+    def _models(self) -> None:
+        with STATE.lock:
+            route = STATE.control.get("models_route", True)
+            models = STATE.control.get("models") or ["test-model"]
+        if not route:
+            self._record(b"", 404)
+            return self._send(404, _error("no route /v1/models"))
+        self._record(b"", 200)
+        listed = [{"id": name, "object": "model", "created": 0, "owned_by": "test"} for name in models]
+        self._send(200, {"object": "list", "data": listed})
 
     def _file_object(self, file_id: str) -> dict:
         entry = STATE.files[file_id]
@@ -388,6 +437,11 @@ class Handler(BaseHTTPRequestHandler):
                     STATE.control.pop("hang_after")
                     STATE.release.set()
             return self._send(200, STATE.control)
+        if path.startswith("/v1/") and path != "/v1/chat/completions":
+            refused = refusal(self.headers.get("Authorization"), None)
+            if refused:
+                self._record(raw, refused[0])
+                return self._send(*refused)
         if path == "/v1/chat/completions":
             return self._chat(raw)
         if path == "/v1/files":
@@ -431,6 +485,9 @@ class Handler(BaseHTTPRequestHandler):
             if hang:
                 STATE.stats["hanging"] += 1
             release = STATE.release
+            die_after = STATE.control.get("die_after")
+        if die_after is not None and STATE.stats["chat"] > die_after:
+            os._exit(0)  # the server goes away mid-run, without answering
         if hang:
             self._record(raw, 0)
             release.wait(120)
@@ -440,6 +497,10 @@ class Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             self._record(raw, 400)
             return self._send(400, _error("body is not JSON"))
+        refused = refusal(self.headers.get("Authorization"), body.get("model"))
+        if refused:
+            self._record(raw, refused[0])
+            return self._send(*refused)
         status, answer, headers = completion(body)
         with STATE.lock:
             by_status = STATE.stats["chat_by_status"]
