@@ -228,9 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from synth_assets.privacy.accounting import UnsafePrivacySetting
+
     try:
         return args.handler(args)
-    except DatasetError as exc:
+    except (DatasetError, UnsafePrivacySetting) as exc:
         print(f"synth-assets: {exc}", file=sys.stderr)
         return 2
 

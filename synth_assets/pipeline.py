@@ -23,7 +23,9 @@ from synth_assets.defs.synthetic.assets import (
     RELEASE_PLAN_KEY,
     SCORES_KEY,
     epsilon_key,
+    generators_of_run,
 )
+from synth_assets.privacy.releases import check_settings
 from synth_assets.resources import PrivateEvolutionResource
 
 
@@ -84,6 +86,12 @@ def run_pipeline(
     resources = build_resources(
         dataset_for_run, entity_fraction=entity_fraction, pe=pe, database=database
     )
+    settings, llm = resources["pe"], resources["llm"]
+    for epsilon in epsilons:  # what can be refused without the data is refused before it is read
+        check_settings(
+            dataset_for_run, generators_of_run(settings, llm), epsilon=epsilon, delta=settings.delta,
+            allow_negligible_noise=settings.allow_negligible_noise,
+        )
     instance = instance or dg.DagsterInstance.ephemeral()
     real_keys = [key for a in build_real_assets(dataset_for_run) for key in a.keys]
     synthetic_keys = [

@@ -48,11 +48,19 @@ class Dataset:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the spec, SQL and query files: changes whenever the definition of the data does."""
+        """Hash of what determines a release: the spec, SQL, queries and descriptions. The budget and
+        the epsilon grid are left out: raising the budget or adding an epsilon changes no release, so
+        partitions already paid for keep their identity in the ledger."""
         digest = hashlib.sha256()
         for relative in sorted(self.files):
+            content = self.files[relative]
+            if relative == SPEC_FILENAME:
+                settings = self.spec.model_dump(mode="json", by_alias=True)
+                for planning_only in ("budget_epsilon", "epsilon_grid"):
+                    settings["privacy"].pop(planning_only, None)
+                content = json.dumps(settings, sort_keys=True)
             digest.update(relative.encode())
-            digest.update(self.files[relative].encode())
+            digest.update(content.encode())
         return digest.hexdigest()[:16]
 
     def query(self, name: str) -> Query:

@@ -136,6 +136,35 @@ def _check_epsilon(epsilon: float) -> float:
     return value
 
 
+def check_settings(
+    dataset: Dataset,
+    generators: Sequence[Generator],
+    *,
+    epsilon: float,
+    delta: float | None = None,
+    allow_negligible_noise: bool = False,
+) -> dict[str, GeneratorPlan]:
+    """The generators' plans at (epsilon, delta), after refusing what is unsafe without looking at the
+    data: a non-finite or non-positive epsilon, and noise so small that counts come out nearly exact."""
+    epsilon = _check_epsilon(epsilon)
+    delta = resolve_delta(dataset, delta)
+    names = [g.name for g in generators]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a partition runs each generator once, got {names}")
+    plans = {g.name: g.plan(dataset, epsilon, delta) for g in generators}
+    if not allow_negligible_noise:
+        for plan in plans.values():
+            for release in plan.releases:
+                if not release.sigma >= SMALLEST_SIGMA:
+                    raise UnsafePrivacySetting(
+                        f"epsilon {epsilon:g} leaves {plan.generator}'s {release.kind} release almost no "
+                        f"noise (sigma {release.sigma:.3g} per count, below {SMALLEST_SIGMA}): its counts "
+                        f"would come out nearly exact. Choose a smaller epsilon, or allow it explicitly "
+                        f"(allow_negligible_noise, --allow-negligible-noise) if that is what you mean"
+                    )
+    return plans
+
+
 def plan_partition(
     dataset: Dataset,
     generators: Sequence[Generator],
@@ -148,12 +177,12 @@ def plan_partition(
     allow_negligible_noise: bool = False,
 ) -> PartitionPlan:
     """Plan every release of a partition; raise :class:`UnsafePrivacySetting` before anything runs
-    if the settings would void the guarantee."""
-    epsilon = _check_epsilon(epsilon)
-    delta = resolve_delta(dataset, delta)
-    names = [g.name for g in generators]
-    if len(set(names)) != len(names):
-        raise ValueError(f"a partition runs each generator once, got {names}")
+    if the settings would void the guarantee (:func:`check_settings`, then what needs the data: an
+    empty population, delta >= 1/n)."""
+    plans = check_settings(
+        dataset, generators, epsilon=epsilon, delta=delta, allow_negligible_noise=allow_negligible_noise
+    )
+    epsilon, delta = float(epsilon), resolve_delta(dataset, delta)
     population = dataset.spec.entity.population
     if private.height == 0:
         raise UnsafePrivacySetting(
@@ -163,17 +192,6 @@ def plan_partition(
         )
     check_delta(delta, max(private.height, 2))
     digest = data_fingerprint(private)
-    plans = {g.name: g.plan(dataset, epsilon, delta) for g in generators}
-    if not allow_negligible_noise:
-        for plan in plans.values():
-            for release in plan.releases:
-                if not release.sigma >= SMALLEST_SIGMA:
-                    raise UnsafePrivacySetting(
-                        f"epsilon {epsilon:g} leaves {plan.generator}'s {release.kind} release almost no "
-                        f"noise (sigma {release.sigma:.3g} per count, below {SMALLEST_SIGMA}): its counts "
-                        f"would come out nearly exact. Choose a smaller epsilon, or allow it explicitly "
-                        f"(allow_negligible_noise, --allow-negligible-noise) if that is what you mean"
-                    )
     records = {
         name: tuple(
             LedgerRelease(
@@ -330,6 +348,7 @@ __all__ = [
     "ReleaseNotCharged",
     "Synthesis",
     "charge_partition",
+    "check_settings",
     "data_fingerprint",
     "plan_partition",
     "require_charged",

@@ -14,7 +14,6 @@ from synth_assets.pe.llm.report import GenerationReport
 from synth_assets.pe.llm.schema import record_model, response_model, strict_json_schema
 from synth_assets.pe.llm.settings import LLMSettings, PriceTable, llm_settings_from_env
 from synth_assets.pe.llm.store import ResultStore
-from synth_assets.pe.llm.wiring import generation_metadata, reference_api
 
 __all__ = [
     "GenerationReport",
@@ -26,10 +25,8 @@ __all__ = [
     "LLMSettings",
     "PriceTable",
     "ResultStore",
-    "generation_metadata",
     "llm_settings_from_env",
     "record_model",
-    "reference_api",
     "request_id",
     "response_model",
     "strict_json_schema",

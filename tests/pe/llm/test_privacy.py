@@ -13,9 +13,10 @@ import pytest
 
 from synth_assets.datasets.loading import load_dataset
 from synth_assets.datasets.sources import read_source
-from synth_assets.pe.encoding import build_encoder
-from synth_assets.pe.evolution import PEConfig, private_evolution
+from synth_assets.generators.private_evolution import PrivateEvolution
+from synth_assets.pe.evolution import PEConfig
 from synth_assets.pe.llm import LLMCandidateAPI
+from synth_assets.privacy.releases import synthesize
 from synth_assets.tables.build import build_reporting_table, build_wide_table
 
 PLANTED_DEVICE = "dev-PRIVATE-7731"
@@ -87,9 +88,8 @@ def test_no_private_value_reaches_a_request(tiny_copy, server, make_settings, tm
     settings = make_settings(mode=mode, structured_output="json_schema", batch_size=4)
     api = LLMCandidateAPI(dataset, settings)
     config = PEConfig(iterations=2, pool_size=40, selected=10, output="candidates", synthetic_rows=50)
-    result = private_evolution(
-        dataset, wide, build_encoder(dataset), epsilon=2.0, delta=1e-5, config=config, api=api
-    )
+    generator = PrivateEvolution(config, candidates=lambda dataset, prior, log=None: api)
+    result = synthesize(dataset, generator, 2.0, wide, delta=1e-5, ledger=None)
     assert result.population.height == 50
     assert [kind for kind, _ in api.reports] == ["random", "variation"]  # both APIs went to the endpoint
     assert api.report.records_filled_offline == 0
@@ -108,5 +108,5 @@ def test_no_private_value_reaches_a_request(tiny_copy, server, make_settings, tm
         p.read_bytes().decode("latin-1") for p in (tmp_path / "llm_cache").rglob("*") if p.is_file()
     )
     assert KEY not in stored
-    assert KEY not in json.dumps(api.report.to_dict()) + json.dumps(api.describe()) + json.dumps(result.api)
+    assert KEY not in json.dumps(api.report.to_dict()) + json.dumps(api.describe()) + json.dumps(result.model.api)
     assert {e["authorization"] for e in server.log() if e["method"] == "POST"} == {f"Bearer {KEY}"}
