@@ -2,7 +2,8 @@
 
 An asset ``["schema", "name"]`` returning a polars frame becomes the table ``schema.name``. An asset that
 returns a mapping of frames (a table set, such as the decomposed reporting tables) becomes one table per
-member, ``schema.name__member``. Partitioned assets share one table with a ``partition_key`` column, and
+member, ``schema.name__member``. Partitioned assets share one table with a ``__partition_key`` column (names starting with ``__``
+are the platform's: a dataset spec cannot use them), and
 re-materializing a partition replaces only its rows.
 """
 
@@ -25,7 +26,7 @@ from dagster_duckdb import DuckDBResource
 
 from synth_assets.sql import fetch_polars
 
-PARTITION_COLUMN = "partition_key"
+PARTITION_COLUMN = "__partition_key"
 _MEMBERS_SUFFIX = "__members"
 
 

@@ -404,7 +404,7 @@ def _assert_partition_materialized(server: DagsterServer, run_id: str) -> None:
             assert instance.get_materialized_partitions(key) == {PARTITION}, key
     with duckdb.connect(str(server.warehouse / "devices.duckdb"), read_only=True) as connection:
         rows = connection.execute(
-            "select partition_key, generator, pass_rate from synthetic.benchmark_scores__summary"
+            "select __partition_key, generator, pass_rate from synthetic.benchmark_scores__summary"
         ).fetchall()
     assert {r[0] for r in rows} == {PARTITION}
     assert {r[1] for r in rows} == {"private_evolution", "independent_marginals"}

@@ -29,7 +29,7 @@ from synth_assets.evaluation.plots import (
 )
 from synth_assets.generators.independent import IndependentMarginals, IndependentSettings
 from synth_assets.generators.private_evolution import PEModel, PrivateEvolution, generation_metadata
-from synth_assets.io_managers import read_frame
+from synth_assets.io_managers import PARTITION_COLUMN, read_frame
 from synth_assets.pe.encoding import build_encoder
 from synth_assets.pe.evolution import CheckpointStore, Release
 from synth_assets.pe.generators import validate_candidates
@@ -92,8 +92,8 @@ def _other_partitions_summary(duckdb: DuckDBResource, partition: str) -> pl.Data
         except FileNotFoundError:
             return pl.DataFrame(schema=columns)
     return (
-        frame.filter(pl.col("partition_key") != partition)
-        .with_columns(pl.col("partition_key").cast(pl.Float64).alias("epsilon"))
+        frame.filter(pl.col(PARTITION_COLUMN) != partition)
+        .with_columns(pl.col(PARTITION_COLUMN).cast(pl.Float64).alias("epsilon"))
         .select(list(columns))
     )
 

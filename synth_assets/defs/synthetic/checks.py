@@ -9,7 +9,7 @@
 
 Partitions: each check has the epsilon partitions of its asset (``partitions_def``, a preview feature
 of Dagster 1.13). In a run of one partition the check runs in that partition, its input is loaded
-through the IO manager for that partition only (the rows of ``partition_key`` = the run's epsilon), and
+through the IO manager for that partition only (the rows of ``__partition_key`` = the run's epsilon), and
 its evaluation is recorded against that partition.
 """
 

@@ -58,7 +58,7 @@ def test_one_partition_materializes_with_release_metadata(tiny_dataset_dir: Path
         summary = fetch_polars(connection, "select * from synthetic.benchmark_scores__summary")
         tables = {r[0] for r in connection.execute(
             "select table_name from information_schema.tables where table_schema = 'synthetic'").fetchall()}
-    assert set(population["partition_key"]) == {"1"}
+    assert set(population["__partition_key"]) == {"1"}
     assert population["device_id"].str.starts_with("syn_").all()
     assert set(summary["generator"]) == {"private_evolution", "independent_marginals"}
     assert {"decomposed_tables__profile", "decomposed_tables__usage", "decomposed_tables__updates"} <= tables
@@ -76,7 +76,7 @@ def test_partitions_are_independent_and_prior_is_a_release(tiny_dataset_dir: Pat
     assert _meta(second, "synthetic/dp_histogram")["sigma"] < histogram["sigma"]
     with duckdb.connect(str(database), read_only=True) as connection:
         counts = dict(connection.execute(
-            "select partition_key, count(*) from synthetic.dp_histogram__votes group by 1").fetchall())
+            "select __partition_key, count(*) from synthetic.dp_histogram__votes group by 1").fetchall())
     assert counts == {"1": 150, "4": 150}
 
 

@@ -146,7 +146,7 @@ def test_a_bad_candidate_pool_fails_its_blocking_check_in_its_own_partition(
     assert failed_blocking_checks(instance, good.run_id) == []
     with duckdb.connect(str(database), read_only=True) as connection:
         stored = dict(connection.execute(
-            "select partition_key, count(*) filter (where model = 'zeta') from synthetic.candidate_pool group by 1"
+            "select __partition_key, count(*) filter (where model = 'zeta') from synthetic.candidate_pool group by 1"
         ).fetchall())
     assert stored == {"1": 0, "4": 7}
 

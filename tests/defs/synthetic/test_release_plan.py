@@ -62,7 +62,7 @@ def _partitions(database: Path, table: str) -> set[str]:
         ).fetchall()[0][0]
         if not exists:
             return set()
-        return {row[0] for row in connection.execute(f"select distinct partition_key from {table}").fetchall()}
+        return {row[0] for row in connection.execute(f"select distinct __partition_key from {table}").fetchall()}
 
 
 def test_a_partition_refused_for_budget_releases_nothing_not_even_its_reference(tiny_copy, tmp_path):
@@ -95,20 +95,24 @@ def test_a_paid_partition_resumes_and_reruns_when_little_budget_remains(tiny_cop
     assert not _run(assets, resources, synthetic, "4").success
 
 
-def test_a_user_column_named_weight_survives_the_synthetic_half(tiny_copy, tmp_path):
-    """Defect 3: dp_histogram appended its DP weights as a column 'weight', overwriting the user's."""
+def test_user_columns_named_like_internal_ones_survive_the_synthetic_half(tiny_copy, tmp_path):
+    """Defect 3: dp_histogram appended its DP weights as a column 'weight', overwriting the user's; a
+    column 'partition_key' collided with the warehouse's partition column."""
 
     def rename(spec):
         for column in spec["wide_table"]["columns"]:
             if column["from"] == "usage.minutes":
                 column["name"] = "weight"
+            if column["from"] == "usage.crashes":
+                column["name"] = "partition_key"
 
     _edit_spec(tiny_copy, rename)
     dataset, assets, resources, synthetic, database = _graph(tiny_copy, tmp_path)
     result = _run(assets, resources, synthetic, "1")
     assert result.success, _failure(result)
     population = result.output_for_node("synthetic__selected_population")
-    assert "weight" in population.columns
+    assert {"weight", "partition_key"} <= set(population.columns)
+    assert population["partition_key"].drop_nulls().n_unique() > 3  # the user's crash counts
     weights = population["weight"].drop_nulls()
     assert weights.min() >= 0 and weights.n_unique() > 50  # the user's minutes, not 0/1-ish DP weights
     histogram = result.output_for_node("synthetic__dp_histogram")
@@ -135,8 +139,8 @@ def test_the_sdk_and_the_graph_make_the_same_releases_and_the_same_population(ti
     recorded = ledger.releases()
     with duckdb.connect(str(database), read_only=True) as connection:
         graph_population = fetch_polars(
-            connection, "select * exclude (partition_key) from synthetic.selected_population "
-            "where partition_key = '1'",
+            connection, "select * exclude (__partition_key) from synthetic.selected_population "
+            "where __partition_key = '1'",
         )
 
     wide = build_real_tables(dataset).wide  # built in memory, not read from the warehouse
