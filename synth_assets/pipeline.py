@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from synth_assets.datasets.loading import Dataset
+from synth_assets.datasets.loading import Dataset, DatasetError
+from synth_assets.datasets.spec import SPEC_FILENAME
 from synth_assets.defs.graph import build_assets, build_checks, build_resources
 from synth_assets.defs.real.assets import build_real_assets, wide_key
 from synth_assets.defs.synthetic.assets import (
@@ -22,6 +23,7 @@ from synth_assets.defs.synthetic.assets import (
     POPULATION_KEY,
     RELEASE_PLAN_KEY,
     SCORES_KEY,
+    branch_keys,
     epsilon_key,
     generators_of_run,
 )
@@ -68,9 +70,11 @@ def run_pipeline(
     entity_fraction: float = 1.0,
     pe: PrivateEvolutionResource | None = None,
     database: str | None = None,
+    generators: Sequence[str] | None = None,
     verbose: bool = False,
 ) -> PipelineRun:
-    """Materialize the real half, then every requested epsilon partition of the synthetic half."""
+    """Materialize the real half, then every requested epsilon partition of the synthetic half: the
+    branches of ``generators`` (default: every generator the dataset lists) and their scores."""
     grid = sorted({*dataset.spec.privacy.epsilon_grid, *epsilons})
     dataset_for_run = Dataset(
         directory=dataset.directory,
@@ -86,17 +90,23 @@ def run_pipeline(
     resources = build_resources(
         dataset_for_run, entity_fraction=entity_fraction, pe=pe, database=database
     )
+    branches = branch_keys(dataset_for_run)
+    chosen = list(generators) if generators else list(branches)
+    unknown = [name for name in chosen if name not in branches]
+    if unknown:
+        raise DatasetError(
+            f"{dataset.directory / SPEC_FILENAME}: generators {unknown} are not in synthesis.generators "
+            f"({', '.join(branches)}): add them there, or choose among those"
+        )
     settings, llm = resources["pe"], resources["llm"]
     for epsilon in epsilons:  # what can be refused without the data is refused before it is read
         check_settings(
-            dataset_for_run, generators_of_run(settings, llm), epsilon=epsilon, delta=settings.delta,
-            allow_negligible_noise=settings.allow_negligible_noise,
+            dataset_for_run, list(generators_of_run(dataset_for_run, settings, llm, chosen).values()),
+            epsilon=epsilon, delta=settings.delta, allow_negligible_noise=settings.allow_negligible_noise,
         )
     instance = instance or dg.DagsterInstance.ephemeral()
     real_keys = [key for a in build_real_assets(dataset_for_run) for key in a.keys]
-    synthetic_keys = [
-        key for a in build_assets(dataset_for_run) for key in a.keys if key not in set(real_keys)
-    ]
+    synthetic_keys = [RELEASE_PLAN_KEY, *(key for name in chosen for key in branches[name]), SCORES_KEY]
 
     started = time.perf_counter()
     result = dg.materialize(
@@ -135,12 +145,45 @@ def _summary(
     scores: dict[str, pl.DataFrame],
     result: dg.ExecuteInProcessResult,
 ) -> dict:
-    histogram = _metadata(result, DP_HISTOGRAM_KEY)
     plan = _metadata(result, RELEASE_PLAN_KEY)
+    board = scores["summary"]
+    summary = {
+        "dataset": dataset.name,
+        "epsilon": epsilon,
+        "delta": plan["delta"],
+        "n_real": n_real,
+        "leaderboard": [
+            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in board.iter_rows(named=True)
+        ],
+        "privacy": {
+            "partition_epsilon_gdp": plan["partition_epsilon_gdp"],
+            "partition_epsilon_sum": plan["partition_epsilon_sum"],
+            "new_releases": plan["new_releases"],
+            "charged_now_epsilon_gdp": plan["charged_now_epsilon_gdp"],
+            "dataset_spent_epsilon_gdp": plan["ledger_spent_epsilon_gdp"],
+            "dataset_spent_epsilon_sum": plan["ledger_spent_epsilon_sum"],
+            "dataset_budget_epsilon": plan["ledger_budget_epsilon"],
+            "dataset_remaining_epsilon": plan["ledger_remaining_epsilon"],
+        },
+        "seconds": round(seconds, 2),
+    }
+    by_generator = {row["generator"]: row for row in board.iter_rows(named=True)}
+    if "private_evolution" in by_generator:
+        summary.update(_pe_summary(result, scores, by_generator["private_evolution"]))
+    if "independent_marginals" in by_generator:
+        reference = by_generator["independent_marginals"]
+        summary["baseline"] = {
+            "method": "independent_marginals",
+            **{k: round(reference[k], 4) for k in ("pass_rate", "metric_pass_rate", "tvd_1way", "tvd_2way", "tvd_3way")},
+        }
+    return summary
+
+
+def _pe_summary(result: dg.ExecuteInProcessResult, scores: dict[str, pl.DataFrame], row: dict) -> dict:
+    histogram = _metadata(result, DP_HISTOGRAM_KEY)
     prior = _metadata(result, DP_PRIOR_KEY)
     population = _metadata(result, POPULATION_KEY)
-    scores_meta = _metadata(result, SCORES_KEY)
-    summary = {row["generator"]: row for row in scores["summary"].iter_rows(named=True)}
     queries = []
     pe_rows = scores["queries"].filter(pl.col("generator") == "private_evolution")
     for name in dict.fromkeys(pe_rows["query"].to_list()):
@@ -157,11 +200,7 @@ def _summary(
                 **({"error": first["error"]} if first["error"] else {}),
             }
         )
-    reference = summary["independent_marginals"]
     return {
-        "dataset": dataset.name,
-        "epsilon": epsilon,
-        "delta": histogram["delta"],
         "epsilon_composed": histogram["epsilon_composed"],
         "sigma": histogram["sigma"],
         "prior_sigma": prior.get("sigma"),
@@ -169,29 +208,13 @@ def _summary(
         "H": histogram["H"],
         "seed": histogram["seed"],
         "candidates": histogram["candidates"],
-        "n_real": n_real,
         "n_synthetic": population["rows"],
-        "pass_rate": scores_meta["pass_rate"],
-        "tvd_1way": scores_meta["tvd_1way"],
-        "tvd_2way": scores_meta["tvd_2way"],
+        "pass_rate": round(row["pass_rate"], 4),
+        "metric_pass_rate": round(row["metric_pass_rate"], 4),
+        "tvd_1way": round(row["tvd_1way"], 4),
+        "tvd_2way": round(row["tvd_2way"], 4),
+        "tvd_3way": round(row["tvd_3way"], 4),
         "queries": queries,
-        "baseline": {
-            "method": "independent_marginals",
-            "pass_rate": round(reference["pass_rate"], 4),
-            "tvd_1way": round(reference["tvd_1way"], 4),
-            "tvd_2way": round(reference["tvd_2way"], 4),
-        },
         "releases": histogram["releases"] if prior.get("histograms", 0) == 0
         else [prior["release"], *histogram["releases"]],
-        "privacy": {
-            "partition_epsilon_gdp": plan["partition_epsilon_gdp"],
-            "partition_epsilon_sum": plan["partition_epsilon_sum"],
-            "new_releases": plan["new_releases"],
-            "charged_now_epsilon_gdp": plan["charged_now_epsilon_gdp"],
-            "dataset_spent_epsilon_gdp": plan["ledger_spent_epsilon_gdp"],
-            "dataset_spent_epsilon_sum": plan["ledger_spent_epsilon_sum"],
-            "dataset_budget_epsilon": plan["ledger_budget_epsilon"],
-            "dataset_remaining_epsilon": plan["ledger_remaining_epsilon"],
-        },
-        "seconds": round(seconds, 2),
     }

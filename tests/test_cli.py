@@ -44,8 +44,27 @@ def test_run_on_a_dataset_directory_prints_one_json_document(tiny_dataset_dir: P
 def test_run_prints_a_readable_table(tiny_dataset_dir: Path, tmp_path: Path) -> None:
     completed = _run("run", "--dataset", str(tiny_dataset_dir), "--epsilon", "2", tmp_path=tmp_path)
     assert completed.returncode == 0, completed.stderr
-    assert "epsilon" in completed.stdout and "ref tvd2" in completed.stdout
-    assert any(line.strip().startswith("2 ") for line in completed.stdout.splitlines())
+    lines = completed.stdout.splitlines()
+    assert "generator" in completed.stdout and "tvd3" in completed.stdout
+    first = next(line.split() for line in lines if line.strip().startswith("2 "))
+    assert first[1] in {"private_evolution", "independent_marginals"}
+    assert sum(line.split()[0] in {"private_evolution", "independent_marginals"} for line in lines if line.strip()) == 1
+    assert "privacy: each partition spends its generators together (epsilon 2: 2.9" in completed.stdout
+
+
+def test_run_of_one_generator_charges_and_scores_only_its_branch(tiny_dataset_dir: Path, tmp_path: Path) -> None:
+    completed = _run(
+        "run", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--generator", "independent_marginals",
+        "--json", tmp_path=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    (summary,) = json.loads(completed.stdout)
+    assert [row["generator"] for row in summary["leaderboard"]] == ["independent_marginals"]
+    assert summary["privacy"]["partition_epsilon_gdp"] == pytest.approx(1.0, abs=1e-6)  # the reference alone
+    assert "queries" not in summary and summary["baseline"]["tvd_3way"] > 0
+    unknown = _run("run", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--generator", "gan",
+                   tmp_path=tmp_path, timeout=120)
+    assert unknown.returncode == 2 and "generators ['gan'] are not in synthesis.generators" in unknown.stderr
 
 
 @pytest.mark.parametrize(

@@ -215,6 +215,20 @@ def pass_rate(scores: Sequence[QueryScore]) -> float:
     return sum(s.passed for s in scores) / len(scores) if scores else math.nan
 
 
+def metric_pass_rate(scores: Sequence[QueryScore]) -> float:
+    """Share of the value metrics (one per query and value column) that meet their threshold. A query
+    passes when half of its metrics do, so an easy column (a count) can carry it; this rate cannot be
+    carried. A query that failed to run counts as one failed metric."""
+    met = total = 0
+    for score in scores:
+        if score.error or not score.metrics:
+            total += 1
+            continue
+        total += len(score.metrics)
+        met += sum(_meets(v, score.threshold, score.direction) for v in score.metrics.values())
+    return met / total if total else math.nan
+
+
 def scores_markdown(scores: Sequence[QueryScore]) -> str:
     """A markdown table of per-query results, for asset metadata and reports."""
     lines = ["| query | type | passed | metrics (threshold) |", "|---|---|---|---|"]

@@ -48,9 +48,9 @@ class Dataset:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of what determines a release: the spec, SQL, queries and descriptions. The budget and
-        the epsilon grid are left out: raising the budget or adding an epsilon changes no release, so
-        partitions already paid for keep their identity in the ledger."""
+        """Hash of what determines a release: the spec, SQL, queries and descriptions. The budget, the
+        epsilon grid and the list of generators are left out: they change no release, so partitions
+        already paid for keep their identity in the ledger."""
         digest = hashlib.sha256()
         for relative in sorted(self.files):
             content = self.files[relative]
@@ -58,6 +58,7 @@ class Dataset:
                 settings = self.spec.model_dump(mode="json", by_alias=True)
                 for planning_only in ("budget_epsilon", "epsilon_grid"):
                     settings["privacy"].pop(planning_only, None)
+                settings.pop("synthesis", None)  # which generators exist changes none's releases
                 content = json.dumps(settings, sort_keys=True)
             digest.update(relative.encode())
             digest.update(content.encode())

@@ -346,6 +346,27 @@ class Privacy(_Strict):
         return value
 
 
+GeneratorName = Literal["private_evolution", "mst", "aim", "independent_marginals"]
+DEFAULT_GENERATORS: tuple[GeneratorName, ...] = ("private_evolution", "independent_marginals")
+
+
+class Synthesis(_Strict):
+    generators: list[GeneratorName] = Field(
+        default_factory=lambda: list(DEFAULT_GENERATORS),
+        min_length=1,
+        description="The generators the asset graph has, each a branch of its own; a run may "
+        "materialize any of them. independent_marginals is the reference the others must beat.",
+    )
+
+    @field_validator("generators")
+    @classmethod
+    def _listed_once(cls, value: list[str]) -> list[str]:
+        twice = sorted({g for g in value if value.count(g) > 1})
+        if twice:
+            raise ValueError(f"generators are listed twice: {twice}")
+        return value
+
+
 # ------------------------------------------------------------------------------------------ the spec
 
 
@@ -365,6 +386,7 @@ class DatasetSpec(_Strict):
         description="Optional file with a public, prose description of the population.",
     )
     privacy: Privacy = Field(default_factory=Privacy)
+    synthesis: Synthesis = Field(default_factory=Synthesis)
 
     @field_validator("name")
     @classmethod

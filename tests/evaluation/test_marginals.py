@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from itertools import combinations
 
 import numpy as np
 import polars as pl
@@ -13,8 +14,10 @@ from synth_assets.datasets.sources import read_source
 from synth_assets.datasets.spec import DatasetSpec, NumericColumn
 from synth_assets.evaluation.marginals import (
     NUMERIC_BINS,
+    BinnedTable,
     bin_table,
     column_bins,
+    column_subsets,
     marginal_tvds,
     mean_tvd,
     sample_in_bins,
@@ -137,10 +140,27 @@ def test_pairs_come_in_column_order(mixed):
     assert marginal_tvds(binned, binned, 2).shape == (10,)  # 5 choose 2
 
 
-def test_only_one_and_two_way(two):
+def test_one_two_or_three_way(two):
     binned = bin_table(two, frame(REAL))
-    with pytest.raises(ValueError, match="ways must be 1 or 2"):
-        marginal_tvds(binned, binned, 3)
+    with pytest.raises(ValueError, match="ways must be 1, 2 or 3"):
+        marginal_tvds(binned, binned, 4)
+
+
+def test_three_way_marginals_are_a_seeded_sample_of_triples_and_see_what_pairs_miss():
+    assert column_subsets(5, 3) == list(combinations(range(5), 3))
+    sample = column_subsets(40, 3, sample=200)
+    assert len(sample) == 200 == len(set(sample)) and sample == sorted(sample)
+    assert sample == column_subsets(40, 3, sample=200)
+    # x3 = x1 xor x2 on uniform bits: every pair is independent, the triple is not
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, size=(4000, 2))
+    parity = np.column_stack([bits, bits[:, 0] ^ bits[:, 1]])
+    independent = np.column_stack([bits, rng.integers(0, 2, size=4000)])
+    sizes = np.array([2, 2, 2])
+    real = BinnedTable(columns=["a", "b", "c"], codes=parity, sizes=sizes)
+    synthetic = BinnedTable(columns=["a", "b", "c"], codes=independent, sizes=sizes)
+    assert marginal_tvds(real, synthetic, 2).max() < 0.05
+    assert marginal_tvds(real, synthetic, 3)[0] > 0.4
 
 
 def test_identical_tables_give_zero(tiny):

@@ -1,34 +1,38 @@
-"""The synthetic half, partitioned by epsilon: the release plan, Private Evolution's stages (DP prior,
-candidate pool, DP histogram, selected population, decomposed tables), the independent-marginals
-reference and the benchmark scores.
+"""The synthetic half, partitioned by epsilon: the release plan, one branch per generator of the
+dataset (``synthesis.generators``), and the scores of all of them.
 
-Each partition is one (epsilon, delta)-DP run of every generator. ``release_plan`` plans all their
-releases, refuses unsafe settings and charges the ledger for all of them at once, before any mechanism
-runs (synth_assets.privacy.releases). The assets that read private data, ``dp_prior``,
-``dp_histogram`` and ``reference/independent_marginals``, first check that their releases are recorded;
-every other synthetic asset is post-processing. ``benchmark_scores`` compares with the real data: it
-is an evaluation for the data owner, not a DP release.
+- Private Evolution's branch shows its stages: DP prior, candidate pool, DP histogram, selected
+  population, decomposed tables (group ``synthetic``).
+- Every other generator is a branch of two assets: its population (fit and sample) and its decomposed
+  tables (group named after it; the independent-marginals reference keeps the key
+  ``reference/independent_marginals``).
+
+Each partition is one (epsilon, delta)-DP run of each generator. ``release_plan`` plans the releases of
+every generator the run materializes, refuses unsafe settings and charges the ledger for all of them at
+once, before any mechanism runs (synth_assets.privacy.releases). The assets that read private data first
+check that their releases are recorded; every other synthetic asset is post-processing.
+``benchmark_scores`` scores every generator of the partition with the same code, as a leaderboard: it
+compares with the real data, for the data owner, and is not a DP release.
 """
 
 import time
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from synth_assets.benchmark.compare import compare, pass_rate, scores_markdown
-from synth_assets.benchmark.workload import run_workload
+from synth_assets.benchmark.compare import scores_markdown
 from synth_assets.datasets.loading import Dataset
 from synth_assets.defs.real.assets import BENCHMARK_ANSWERS_KEY, wide_key
-from synth_assets.evaluation.marginals import mean_tvd
+from synth_assets.evaluation.leaderboard import leaderboard, leaderboard_markdown, score_generator
 from synth_assets.evaluation.plots import (
     epsilon_curve_png,
     marginals_png,
     markdown_image,
 )
-from synth_assets.generators.independent import IndependentMarginals, IndependentSettings
+from synth_assets.generators.base import Generator
 from synth_assets.generators.private_evolution import PEModel, PrivateEvolution, generation_metadata
+from synth_assets.generators.registry import REFERENCE, make_generator
 from synth_assets.io_managers import PARTITION_COLUMN, read_frame
 from synth_assets.pe.encoding import build_encoder
 from synth_assets.pe.evolution import CheckpointStore, Release
@@ -98,16 +102,60 @@ def _other_partitions_summary(duckdb: DuckDBResource, partition: str) -> pl.Data
     )
 
 
+def population_key(generator: str) -> dg.AssetKey:
+    """The synthetic wide table of a generator's branch."""
+    if generator == PrivateEvolution.name:
+        return POPULATION_KEY
+    if generator == REFERENCE:
+        return REFERENCE_KEY
+    return dg.AssetKey([generator, "population"])
+
+
+def decomposed_key(generator: str) -> dg.AssetKey:
+    if generator == PrivateEvolution.name:
+        return DECOMPOSED_KEY
+    return dg.AssetKey([branch_group(generator), "decomposed_tables"])
+
+
+def branch_group(generator: str) -> str:
+    return {PrivateEvolution.name: SYNTHETIC_GROUP, REFERENCE: REFERENCE_GROUP}.get(generator, generator)
+
+
+def mechanism_keys(generator: str) -> set[dg.AssetKey]:
+    """The assets of a branch that read private data (and run its mechanisms)."""
+    if generator == PrivateEvolution.name:
+        return {DP_PRIOR_KEY, DP_HISTOGRAM_KEY}
+    return {population_key(generator)}
+
+
+def branch_keys(dataset: Dataset) -> dict[str, list[dg.AssetKey]]:
+    """Every generator's branch, by name (what ``synth-assets run --generator`` materializes)."""
+    pe_keys = [DP_PRIOR_KEY, CANDIDATE_POOL_KEY, DP_HISTOGRAM_KEY, POPULATION_KEY, DECOMPOSED_KEY]
+    return {
+        name: pe_keys if name == PrivateEvolution.name else [population_key(name), decomposed_key(name)]
+        for name in dataset.spec.synthesis.generators
+    }
+
+
 def generators_of_run(
-    pe: PrivateEvolutionResource, llm: LLMResource
-) -> tuple[PrivateEvolution, IndependentMarginals]:
-    """The generators of a partition: Private Evolution (its candidates from the LLM when one is
-    configured) and the independent-marginals reference, with the same seed."""
+    dataset: Dataset, pe: PrivateEvolutionResource, llm: LLMResource, names: list[str] | None = None
+) -> dict[str, Generator]:
+    """The generators of a partition, all with the run's seed: Private Evolution (its candidates from
+    the LLM when one is configured) and the others the dataset lists."""
     config = pe.config()
-    return (
-        PrivateEvolution(config, candidates=llm.candidate_api),
-        IndependentMarginals(IndependentSettings(seed=config.seed)),
-    )
+    return {
+        name: make_generator(name, seed=config.seed, pe=config, candidates=llm.candidate_api)
+        for name in (names if names is not None else dataset.spec.synthesis.generators)
+    }
+
+
+def generators_in_run(context: dg.AssetExecutionContext, dataset: Dataset) -> list[str]:
+    """The dataset's generators whose mechanisms this run materializes (all of them when the run
+    selects none, e.g. the release plan alone)."""
+    configured = dataset.spec.synthesis.generators
+    selection = set(context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys)
+    chosen = [name for name in configured if mechanism_keys(name) & selection]
+    return chosen or list(configured)
 
 
 class _Partition:
@@ -121,10 +169,11 @@ class _Partition:
         llm: LLMResource,
         duckdb: DuckDBResource,
         wide_table: pl.DataFrame,
+        names: list[str],
     ):
-        self.pe_generator, self.reference = generators_of_run(pe, llm)
+        self.generators = generators_of_run(dataset, pe, llm, names)
         self.plan: PartitionPlan = plan_partition(
-            dataset, [self.pe_generator, self.reference], wide_table,
+            dataset, list(self.generators.values()), wide_table,
             epsilon=_epsilon(context), delta=pe.delta, run_id=context.run.run_id,
             partition_key=context.partition_key, allow_negligible_noise=pe.allow_negligible_noise,
         )
@@ -136,6 +185,17 @@ class _Partition:
 
     def charged(self, generator: str) -> None:
         require_charged(self.ledger, self.plan, generator)
+
+
+def _read_partition(duckdb: DuckDBResource, key: dg.AssetKey, partition: str) -> pl.DataFrame | None:
+    """A branch's table for one partition, or None if that partition was not materialized."""
+    schema, table = key.path[-2], key.path[-1]
+    with duckdb.get_connection() as connection:
+        try:
+            frame = read_frame(connection, schema, table, partition)
+        except FileNotFoundError:
+            return None
+    return frame if frame.height else None
 
 
 def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
@@ -151,9 +211,9 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         ins={"wide_table": dg.AssetIn(key=wide)},
         group_name=SYNTHETIC_GROUP,
         description=(
-            "Every DP release of this partition (Private Evolution and the reference), planned and "
-            "charged to the privacy ledger together, before any mechanism runs. Unsafe settings and "
-            "an exceeded budget are refused here, and then nothing is released."
+            "Every DP release of this partition (each generator the run materializes, the reference "
+            "included), planned and charged to the privacy ledger together, before any mechanism runs. "
+            "Unsafe settings and an exceeded budget are refused here, and then nothing is released."
         ),
         **common,
     )
@@ -164,8 +224,8 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         duckdb: DuckDBResource,
         wide_table: pl.DataFrame,
     ) -> pl.DataFrame:
-        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table)
-        for generator in (partition.pe_generator, partition.reference):
+        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table, generators_in_run(context, dataset))
+        for generator in partition.generators.values():
             generator.check_ready(dataset)
         recorded_before = {r.identity for r in partition.plan.releases if partition.ledger.is_recorded(r)}
         check = charge_partition(partition.plan, partition.ledger)
@@ -209,7 +269,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         duckdb: DuckDBResource,
         wide_table: pl.DataFrame,
     ) -> pl.DataFrame:
-        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table)
+        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table, [private_evolution])
         plan = partition.plan.generators[private_evolution]
         config = pe.config()
         if plan.release("marginal_prior") is None:
@@ -217,7 +277,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
             return MarginalPrior(columns={}, presence={}, sigma=1.0, seed=config.seed).to_frame()
         partition.charged(private_evolution)
         started = time.perf_counter()
-        prior, release, resumed = partition.pe_generator.release_prior(
+        prior, release, resumed = partition.generators[private_evolution].release_prior(
             dataset, wide_table, plan, partition.store(private_evolution)
         )
         context.add_output_metadata(
@@ -251,7 +311,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         llm: LLMResource,
         prior: pl.DataFrame,
     ) -> pl.DataFrame:
-        generator, _ = generators_of_run(pe, llm)
+        generator = generators_of_run(dataset, pe, llm, [private_evolution])[private_evolution]
         started = time.perf_counter()
         pool, api = generator.first_pool(dataset, _prior_or_none(prior), log=context.log.info)
         violations = validate_candidates(dataset, pool)
@@ -292,10 +352,10 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         pool: pl.DataFrame,
         prior: pl.DataFrame,
     ) -> dict[str, pl.DataFrame]:
-        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table)
+        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table, [private_evolution])
         partition.charged(private_evolution)
         plan = partition.plan.generators[private_evolution]
-        generator, config = partition.pe_generator, pe.config()
+        generator, config = partition.generators[private_evolution], pe.config()
         api = generator.candidate_api(dataset, _prior_or_none(prior), log=context.log.info)
         budget = generator.budget(dataset, plan.epsilon, plan.delta)
         started = time.perf_counter()
@@ -342,7 +402,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         histogram: dict[str, pl.DataFrame],
         prior: pl.DataFrame,
     ) -> pl.DataFrame:
-        generator, _ = generators_of_run(pe, llm)
+        generator = generators_of_run(dataset, pe, llm, [private_evolution])[private_evolution]
         votes = histogram[VOTES]
         model = PEModel(
             prior=_prior_or_none(prior),
@@ -371,58 +431,85 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         context.add_output_metadata({f"{name}_rows": frame.height for name, frame in tables.items()})
         return tables
 
-    @dg.asset(
-        key=REFERENCE_KEY,
-        ins={"wide_table": dg.AssetIn(key=wide)},
-        deps=[RELEASE_PLAN_KEY],
-        group_name=REFERENCE_GROUP,
-        description=(
-            "The reference a DP method must beat, at the same epsilon: every column sampled "
-            "independently from its DP-noised 1-way marginal. A DP release of its own, charged with "
-            "the partition's release plan."
-        ),
-        **common,
-    )
-    def independent_marginals_reference(
-        context: dg.AssetExecutionContext,
-        pe: PrivateEvolutionResource,
-        llm: LLMResource,
-        duckdb: DuckDBResource,
-        wide_table: pl.DataFrame,
-    ) -> pl.DataFrame:
-        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table)
-        reference = partition.reference
-        partition.charged(reference.name)
-        plan = partition.plan.generators[reference.name]
-        model = reference.fit(dataset, wide_table, plan, log=context.log.info)
-        population = reference.sample(dataset, model)
-        (release,) = plan.releases
-        context.add_output_metadata(
-            {
-                "epsilon": plan.epsilon,
-                "delta": plan.delta,
-                "sigma": round(release.sigma, 4),
-                "histograms": release.histograms,
-                "seed": plan.seed,
-                "rows": population.height,
-            }
+    def branch(name: str) -> list[dg.AssetsDefinition]:
+        """A generator's branch: its population (the only step reading private data), its tables."""
+        group = branch_group(name)
+
+        @dg.asset(
+            key=population_key(name),
+            ins={"wide_table": dg.AssetIn(key=wide)},
+            deps=[RELEASE_PLAN_KEY],
+            group_name=group,
+            description=(
+                f"The synthetic wide table of {name} at this epsilon: its DP releases (charged with the "
+                "partition's release plan) and a sample of its model."
+                + (" The reference a DP method must beat: every column drawn independently from its "
+                   "noisy 1-way marginal." if name == REFERENCE else "")
+            ),
+            **common,
         )
-        return population
+        def population(
+            context: dg.AssetExecutionContext,
+            pe: PrivateEvolutionResource,
+            llm: LLMResource,
+            duckdb: DuckDBResource,
+            wide_table: pl.DataFrame,
+        ) -> pl.DataFrame:
+            partition = _Partition(context, dataset, pe, llm, duckdb, wide_table, [name])
+            partition.charged(name)
+            generator, plan = partition.generators[name], partition.plan.generators[name]
+            started = time.perf_counter()
+            model = generator.fit(
+                dataset, wide_table, plan,
+                checkpoints=partition.plan.checkpoints(partition.checkpoint_root, name), log=context.log.info,
+            )
+            fitted = time.perf_counter()
+            rows = generator.sample(dataset, model)
+            context.add_output_metadata(
+                {
+                    "generator": name,
+                    "epsilon": plan.epsilon,
+                    "delta": plan.delta,
+                    "seed": plan.seed,
+                    "releases": dg.MetadataValue.json(
+                        [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(r).items()}
+                         for r in plan.releases]
+                    ),
+                    "sigma": round(min(r.sigma for r in plan.releases), 4),
+                    "histograms": sum(r.histograms for r in plan.releases),
+                    "rows": rows.height,
+                    "fit_seconds": round(fitted - started, 3),
+                    "sample_seconds": round(time.perf_counter() - fitted, 3),
+                }
+            )
+            return rows
+
+        @dg.asset(
+            key=decomposed_key(name),
+            ins={"population": dg.AssetIn(key=population_key(name))},
+            group_name=group,
+            description=f"The synthetic population of {name} split back into the reporting tables.",
+            **common,
+        )
+        def tables(context: dg.AssetExecutionContext, population: pl.DataFrame) -> dict[str, pl.DataFrame]:
+            decomposed = decompose(dataset, population)
+            context.add_output_metadata({f"{t}_rows": frame.height for t, frame in decomposed.items()})
+            return decomposed
+
+        return [population, tables]
+
+    configured = dataset.spec.synthesis.generators
 
     @dg.asset(
         key=SCORES_KEY,
-        ins={
-            "answers": dg.AssetIn(key=BENCHMARK_ANSWERS_KEY),
-            "wide_table": dg.AssetIn(key=wide),
-            "tables": dg.AssetIn(key=DECOMPOSED_KEY),
-            "population": dg.AssetIn(key=POPULATION_KEY),
-            "reference": dg.AssetIn(key=REFERENCE_KEY),
-        },
+        ins={"answers": dg.AssetIn(key=BENCHMARK_ANSWERS_KEY), "wide_table": dg.AssetIn(key=wide)},
+        deps=[decomposed_key(name) for name in configured],
         group_name=SCORES_GROUP,
         description=(
-            "How well each generator answers the workload (per query, per metric) and its mean total "
-            "variation distance over all 1-way and 2-way marginals, next to the reference. Computed "
-            "against the real data: for the data owner, not a DP release."
+            "The leaderboard of this epsilon: every generator that ran in the partition, scored by the "
+            "same code on the workload (per query and per value metric) and on the mean total variation "
+            "distance over 1-way, 2-way and sampled 3-way marginals. Computed against the real data: "
+            "for the data owner, not a DP release."
         ),
         **common,
     )
@@ -431,77 +518,54 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         duckdb: DuckDBResource,
         answers: dict[str, pl.DataFrame],
         wide_table: pl.DataFrame,
-        tables: dict[str, pl.DataFrame],
-        population: pl.DataFrame,
-        reference: pl.DataFrame,
     ) -> dict[str, pl.DataFrame]:
         epsilon = _epsilon(context)
-        generators = {
-            "private_evolution": (population, tables),
-            "independent_marginals": (reference, decompose(dataset, reference)),
+        populations = {
+            name: frame for name in configured
+            if (frame := _read_partition(duckdb, population_key(name), context.partition_key)) is not None
         }
-        query_rows, summary_rows, markdown = [], [], {}
-        for generator, (wide_rows, reporting) in generators.items():
-            scores = compare(dataset.queries, answers, run_workload(dataset.queries, reporting))
-            tvd = mean_tvd(dataset, wide_table, wide_rows)
-            summary_rows.append({"generator": generator, "pass_rate": pass_rate(scores), **tvd,
-                                 "rows": wide_rows.height})
-            for score in scores:
-                for metric, value in score.metrics.items() or {"": float("nan")}.items():
-                    query_rows.append(
-                        {
-                            "generator": generator,
-                            "query": score.name,
-                            "type": score.type,
-                            "passed": score.passed,
-                            "metric": metric,
-                            "value": None if np.isnan(value) else float(value),
-                            "threshold": score.threshold,
-                            "direction": score.direction,
-                            "error": score.error,
-                        }
-                    )
-            markdown[generator] = scores_markdown(scores)
-        summary = pl.DataFrame(summary_rows)
-        pe_row, reference_row = summary_rows
+        if not populations:
+            raise ValueError(
+                f"no generator has a population for epsilon {context.partition_key}: materialize a branch "
+                f"({', '.join(configured)}) for this partition first"
+            )
+        results = [score_generator(dataset, name, answers, wide_table, rows) for name, rows in populations.items()]
+        board = leaderboard(results)
+        by_name = {r.generator: r for r in results}
         plotted = [c for c in sorted(encoder.weights, key=encoder.weights.get, reverse=True)][:4]
-        marginals = marginals_png(
-            dataset,
-            {"real": wide_table, "private_evolution": population, "independent_marginals": reference},
-            plotted,
-        )
+        marginals = marginals_png(dataset, {"real": wide_table, **populations}, plotted)
         curve = epsilon_curve_png(
             pl.concat(
                 [_other_partitions_summary(duckdb, context.partition_key),
-                 summary.select("generator", "pass_rate", "tvd_1way", "tvd_2way").with_columns(
+                 board.select("generator", "pass_rate", "tvd_1way", "tvd_2way").with_columns(
                      pl.lit(epsilon).alias("epsilon"))],
                 how="diagonal_relaxed",
             )
         )
-        context.add_output_metadata(
-            {
-                "epsilon": epsilon,
-                "pass_rate": round(pe_row["pass_rate"], 4),
-                "tvd_1way": round(pe_row["tvd_1way"], 4),
-                "tvd_2way": round(pe_row["tvd_2way"], 4),
-                "reference_pass_rate": round(reference_row["pass_rate"], 4),
-                "reference_tvd_1way": round(reference_row["tvd_1way"], 4),
-                "reference_tvd_2way": round(reference_row["tvd_2way"], 4),
-                "queries": dg.MetadataValue.md(markdown["private_evolution"]),
-                "marginals": dg.MetadataValue.md(markdown_image(marginals, "real vs synthetic marginals")),
-                "quality_by_epsilon": dg.MetadataValue.md(markdown_image(curve, "quality against epsilon")),
-                "reference_queries": dg.MetadataValue.md(markdown["independent_marginals"]),
-            }
-        )
-        return {"summary": summary, "queries": pl.DataFrame(query_rows, infer_schema_length=None)}
+        metadata = {
+            "epsilon": epsilon,
+            "generators": list(populations),
+            "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board, epsilon)),
+            "marginals": dg.MetadataValue.md(markdown_image(marginals, "real vs synthetic marginals")),
+            "quality_by_epsilon": dg.MetadataValue.md(markdown_image(curve, "quality against epsilon")),
+        }
+        for row in board.iter_rows(named=True):
+            prefix = "" if row["generator"] == private_evolution else f"{row['generator']}_"
+            if row["generator"] == REFERENCE:
+                prefix = "reference_"
+            for metric in ("pass_rate", "metric_pass_rate", "tvd_1way", "tvd_2way", "tvd_3way"):
+                metadata[f"{prefix}{metric}"] = round(row[metric], 4)
+        for name, result in by_name.items():
+            key = "queries" if name == private_evolution else f"{'reference' if name == REFERENCE else name}_queries"
+            metadata[key] = dg.MetadataValue.md(scores_markdown(result.scores))
+        context.add_output_metadata(metadata)
+        queries = [row for result in results for row in result.query_rows()]
+        return {"summary": board, "queries": pl.DataFrame(queries, infer_schema_length=None)}
 
-    return [
-        release_plan,
-        dp_prior,
-        candidate_pool,
-        dp_histogram,
-        selected_population,
-        decomposed_tables,
-        independent_marginals_reference,
-        benchmark_scores,
+    pe_branch = [dp_prior, candidate_pool, dp_histogram, selected_population, decomposed_tables]
+    branches = [
+        asset
+        for name in configured
+        for asset in (pe_branch if name == private_evolution else branch(name))
     ]
+    return [release_plan, *branches, benchmark_scores]
