@@ -241,6 +241,26 @@ class NumericColumn(_WideColumnBase):
         description="How values spread over [min, max], as public knowledge: 'log' for heavy-tailed "
         "counts and amounts (most near min, a few near max). Generators and distances use log(1 + x - min).",
     )
+    point_masses: list[float] | None = Field(
+        default=None,
+        description="Public values that many entities have exactly (0 weeks worked, the maximum of a "
+        "scale): each gets a bin of its own, so that generators and scores keep its share. Unset: 0 for "
+        "a log-scale column (counts and amounts) whose bounds include it, else none; [] for none.",
+    )
+
+    @field_validator("point_masses", mode="before")
+    @classmethod
+    def _finite_point_masses(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        return [_check_finite(v, "point masses must be finite numbers") for v in value]
+
+    @property
+    def special_values(self) -> list[float]:
+        """The point masses in effect (the declared ones, or the default), sorted."""
+        if self.point_masses is not None:
+            return sorted(self.point_masses)
+        return [0.0] if self.scale == "log" and self.min <= 0 <= self.max else []
 
     @field_validator("min", "max", mode="before")
     @classmethod
@@ -257,6 +277,14 @@ class NumericColumn(_WideColumnBase):
             raise ValueError(f"min ({self.min}) must be below max ({self.max})")
         if self.type == "integer" and (self.min != int(self.min) or self.max != int(self.max)):
             raise ValueError("an integer column needs integer bounds")
+        masses = self.point_masses or []
+        outside = [v for v in masses if not self.min <= v <= self.max]
+        if outside:
+            raise ValueError(f"point_masses {outside} lie outside [min, max] = [{self.min}, {self.max}]")
+        if len(set(masses)) != len(masses):
+            raise ValueError(f"point_masses list a value twice: {masses}")
+        if self.type == "integer" and any(v != int(v) for v in masses):
+            raise ValueError(f"an integer column's point_masses must be integers, got {masses}")
         return self
 
 

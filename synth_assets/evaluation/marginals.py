@@ -1,8 +1,10 @@
 """Marginal fidelity: mean total variation distance over all 1-way and 2-way marginals of the wide table.
 
 Bins are public: a categorical column's bins are its categories; a numeric column has 10 equal-width
-bins over its public [min, max] on its declared scale (linear, or log1p(x - min) for log scale); a
-nullable column has one more bin for null. Nothing is fitted on data.
+bins over its public [min, max] on its declared scale (linear, or log1p(x - min) for log scale), then
+one bin for each of its point masses (public values many entities have exactly: by default 0 for a
+log-scale count or amount), which the interval bins then leave out; a nullable column has one more bin,
+last, for null. Nothing is fitted on data.
 """
 
 from __future__ import annotations
@@ -29,8 +31,14 @@ class BinnedTable:
 
 
 def column_bins(column: CategoricalColumn | NumericColumn) -> int:
-    base = len(column.categories) if isinstance(column, CategoricalColumn) else NUMERIC_BINS
+    if isinstance(column, CategoricalColumn):
+        base = len(column.categories)
+    else:
+        base = NUMERIC_BINS + len(column.special_values)
     return base + (1 if column.nullable else 0)
+
+
+_POINT_TOLERANCE = 1e-9
 
 
 def bin_table(dataset: Dataset, frame: pl.DataFrame) -> BinnedTable:
@@ -66,10 +74,14 @@ _EDGE_TOLERANCE = 1e-9
 
 
 def numeric_bins(column: NumericColumn, values: np.ndarray) -> np.ndarray:
-    """Bin of each value: the number of inner edges at or below it (a value on an edge goes up)."""
+    """Bin of each value: its point mass's bin if it is one, else the number of inner edges at or below
+    it (a value on an edge goes up)."""
     inner = bin_edges(column)[1:-1] - _EDGE_TOLERANCE
     clipped = np.clip(values, column.min, column.max)
-    return np.searchsorted(inner, clipped, side="right").astype(np.int32)
+    codes = np.searchsorted(inner, clipped, side="right").astype(np.int32)
+    for i, point in enumerate(column.special_values):
+        codes[np.abs(clipped - point) <= _POINT_TOLERANCE * max(1.0, abs(point))] = NUMERIC_BINS + i
+    return codes
 
 
 def _distribution(codes: np.ndarray, size: int) -> np.ndarray:
@@ -145,7 +157,7 @@ def sample_in_bins(column: NumericColumn, bins: np.ndarray, rng: np.random.Gener
     drawn for bin b falls in bin b again; a bin that holds no integer gives the integer nearest to it.
     """
     bins = np.minimum(np.asarray(bins, dtype=np.int64), NUMERIC_BINS - 1)
-    if column.type != "integer":
+    if column.type != "integer":  # a float lands on a point mass with probability 0
         return _raw_from_unit(column, (bins + rng.random(bins.size)) / NUMERIC_BINS)
     edges = bin_edges(column)
     low = np.ceil(edges[:-1] - _EDGE_TOLERANCE)
@@ -155,7 +167,11 @@ def sample_in_bins(column: NumericColumn, bins: np.ndarray, rng: np.random.Gener
     nearest = np.clip(np.rint((edges[:-1] + edges[1:]) / 2), column.min, column.max)
     low = np.where(empty, nearest, low)
     high = np.where(empty, nearest, high)
-    return np.floor(low[bins] + rng.random(bins.size) * (high[bins] - low[bins] + 1))
+    values = np.floor(low[bins] + rng.random(bins.size) * (high[bins] - low[bins] + 1))
+    for point in column.special_values:  # point masses have bins of their own: step off them
+        hit = values == point
+        values[hit] = np.where(values[hit] + 1 <= high[bins[hit]], values[hit] + 1, values[hit] - 1)
+    return np.clip(values, column.min, column.max)
 
 
 def values_from_bins(column: CategoricalColumn | NumericColumn, bins: np.ndarray,
@@ -168,7 +184,10 @@ def values_from_bins(column: CategoricalColumn | NumericColumn, bins: np.ndarray
         categories = np.array(column.categories + [None], dtype=object)
         values = categories[np.where(is_null, len(column.categories), bins)]
         return pl.Series(column.wide_name, values.tolist(), dtype=pl.Utf8)
-    values = np.where(is_null, np.nan, sample_in_bins(column, bins, rng))
+    points = np.asarray(column.special_values + [np.nan])
+    is_point = (bins >= NUMERIC_BINS) & ~is_null
+    drawn = sample_in_bins(column, np.where(is_point | is_null, 0, bins), rng)
+    values = np.where(is_null, np.nan, np.where(is_point, points[np.clip(bins - NUMERIC_BINS, 0, len(points) - 1)], drawn))
     dtype = pl.Int64 if column.type == "integer" else pl.Float64
     return pl.Series(column.wide_name, values).fill_nan(None).cast(dtype)
 

@@ -43,6 +43,7 @@ def _labels(column) -> list[str]:
     else:
         edges = bin_edges(column)
         labels = [f"{a:.3g}-{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
+        labels += [f"= {v:g}" for v in column.special_values]
     return labels + (["null"] if column.nullable else [])
 
 

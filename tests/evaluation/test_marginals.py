@@ -21,6 +21,7 @@ from synth_assets.evaluation.marginals import (
     marginal_tvds,
     mean_tvd,
     sample_in_bins,
+    values_from_bins,
 )
 from synth_assets.tables.build import build_reporting_table, build_wide_table
 
@@ -61,7 +62,8 @@ def test_bin_table_on_a_hand_made_frame(mixed):
             "colour": ["red", "green", "blue", "red", "blue", "green", "red"],
             "flag": ["yes", "no", None, "yes", None, "no", "yes"],
             "age": [0, 5, 10, 55, 99, 100, 9],
-            # log1p(x) / log(1024) * 10 = log2(x + 1): 0 -> 0, 2 -> 1.58, 10 -> 3.46, 1000 -> 9.97, max -> 10
+            # log1p(x) / log(1024) * 10 = log2(x + 1): 2 -> 1.58, 10 -> 3.46, 1000 -> 9.97, max -> 10;
+            # 0 is the point mass of a log-scale amount: its own bin, 10
             "amount": [0.0, 2.0, 10.0, 1000.0, 1023.0, None, 300.0],
             # (x + 1) / 2 * 10: -1 -> 0, -0.05 -> 4.75, 0.05 -> 5.25, 1 -> 10 (last bin), outside -> clipped
             "score": [-1.0, -0.05, 0.05, 1.0, None, 5.0, -3.0],
@@ -69,18 +71,40 @@ def test_bin_table_on_a_hand_made_frame(mixed):
     )
     binned = bin_table(mixed, frame)
     assert binned.columns == ["colour", "flag", "age", "amount", "score"]
-    np.testing.assert_array_equal(binned.sizes, [3, 3, 10, 11, 11])
+    np.testing.assert_array_equal(binned.sizes, [3, 3, 10, 12, 11])
     assert binned.codes.dtype == np.int32 and binned.codes.shape == (7, 5)
     np.testing.assert_array_equal(binned.codes[:, 0], [0, 1, 2, 0, 2, 1, 0])
     np.testing.assert_array_equal(binned.codes[:, 1], [0, 1, 2, 0, 2, 1, 0])  # null is the last bin
     np.testing.assert_array_equal(binned.codes[:, 2], [0, 0, 1, 5, 9, 9, 0])  # the max lands in bin 9
-    np.testing.assert_array_equal(binned.codes[:, 3], [0, 1, 3, 9, 9, 10, 8])  # log2(301) = 8.23
+    np.testing.assert_array_equal(binned.codes[:, 3], [10, 1, 3, 9, 9, 11, 8])  # log2(301) = 8.23
     np.testing.assert_array_equal(binned.codes[:, 4], [0, 4, 5, 9, 10, 9, 0])
 
 
 def test_column_bins_counts_the_null_bin(mixed):
     sizes = {c.wide_name: column_bins(c) for c in mixed.spec.modelled_columns}
-    assert sizes == {"colour": 3, "flag": 3, "age": NUMERIC_BINS, "amount": NUMERIC_BINS + 1, "score": NUMERIC_BINS + 1}
+    assert sizes == {
+        "colour": 3, "flag": 3, "age": NUMERIC_BINS, "amount": NUMERIC_BINS + 2, "score": NUMERIC_BINS + 1
+    }  # amount: 10 intervals, the point mass 0, null
+
+
+def test_point_masses_have_bins_of_their_own_and_are_drawn_exactly(tiny):
+    spec = numeric("integer", 0, 52, point_masses=[0, 52])
+    col = column(spec)
+    assert column_bins(col) == NUMERIC_BINS + 2
+    np.testing.assert_array_equal(bins_of(tiny, spec, np.array([0, 1, 26, 51, 52])), [10, 0, 5, 9, 11])
+    rng = np.random.default_rng(0)
+    drawn = values_from_bins(col, np.array([10] * 50 + [11] * 50 + [0] * 500 + [9] * 500), rng).to_numpy()
+    assert (drawn[:50] == 0).all() and (drawn[50:100] == 52).all()
+    # an interval bin never gives a point mass: values drawn for bin b fall in bin b again
+    assert not np.isin(drawn[100:], [0, 52]).any()
+    np.testing.assert_array_equal(bins_of(tiny, spec, drawn[100:]), [0] * 500 + [9] * 500)
+    # the default: 0 for a log-scale count whose bounds include it, none otherwise
+    assert column(numeric("integer", 0, 10, "log", point_masses=())).special_values == []
+    default = {k: v for k, v in numeric("integer", 0, 10, "log").items() if k != "point_masses"}
+    assert column(default).special_values == [0.0]
+    assert column({**default, "scale": "linear"}).special_values == []
+    with pytest.raises(ValueError, match="outside"):
+        column(numeric("integer", 0, 10, point_masses=[11]))
 
 
 def test_unknown_category_is_an_error(two):
@@ -177,8 +201,10 @@ def test_identical_tables_give_zero(tiny):
 # ------------------------------------------------------------------------------------ sample_in_bins
 
 
-def numeric(type_: str, lo: float, hi: float, scale: str = "linear") -> dict:
-    return {"from": "profile.x", "role": "numeric", "type": type_, "min": lo, "max": hi, "scale": scale}
+def numeric(type_: str, lo: float, hi: float, scale: str = "linear", point_masses=()) -> dict:
+    """A numeric column; without point masses unless given, so that only interval bins are tested."""
+    return {"from": "profile.x", "role": "numeric", "type": type_, "min": lo, "max": hi, "scale": scale,
+            "point_masses": list(point_masses)}
 
 
 def bins_of(tiny: Dataset, spec: dict, values: np.ndarray) -> np.ndarray:
