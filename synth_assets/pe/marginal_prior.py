@@ -130,8 +130,10 @@ class MarginalPriorGenerator(OfflineGenerator):
     """The offline generator, drawing from a DP marginal prior instead of uniformly.
 
     random: each non-population table is present with its noisy presence rate; a present column takes
-    a bin with probability proportional to its noisy count among the non-null bins (a nullable
-    population column is null with its noisy null share), then a value uniform within the bin.
+    a bin with probability proportional to its noisy count among the non-null bins, then a value within
+    the bin. A nullable column is null with its own share: a population column with its noisy null
+    share; a column of another table, when the table is present, with its nulls beyond the table's
+    absences, (null count - absent count) / present count, from the noisy counts (post-processing).
     variation: as the offline generator, except that half of the mutated columns are redrawn from the
     prior instead of taking a local step.
     """
@@ -163,6 +165,11 @@ class MarginalPriorGenerator(OfflineGenerator):
                 counts[null_bin] = 0.0
         return draw_from_bins(column, counts, n, rng)
 
+    def _null_share_when_present(self, column, table: str) -> float:
+        nulls = float(self.prior.columns[column.wide_name][-1])
+        present, absent = (float(v) for v in self.prior.presence[table])
+        return float(np.clip((nulls - absent) / present, 0.0, 1.0)) if present > 0 else 0.0
+
     def random(self, n: int, *, seed: int) -> pl.DataFrame:
         rng = np.random.default_rng(seed)
         spec = self.dataset.spec
@@ -177,8 +184,11 @@ class MarginalPriorGenerator(OfflineGenerator):
                 present = rng.random(n) < self.presence.get(table, 1.0)
             for column in columns:
                 values = self._draw(column.wide_name, n, rng, allow_null=table == spec.entity.population)
+                keep = present
+                if column.nullable and table != spec.entity.population:
+                    keep = present & (rng.random(n) >= self._null_share_when_present(column, table))
                 data[column.wide_name] = pl.select(
-                    pl.when(pl.Series(present)).then(values).otherwise(None).alias(column.wide_name)
+                    pl.when(pl.Series(keep)).then(values).otherwise(None).alias(column.wide_name)
                 ).to_series()
         return pl.DataFrame(data).select([c.wide_name for c in spec.modelled_columns])
 
