@@ -241,6 +241,13 @@ class NumericColumn(_WideColumnBase):
         description="How values spread over [min, max], as public knowledge: 'log' for heavy-tailed "
         "counts and amounts (most near min, a few near max). Generators and distances use log(1 + x - min).",
     )
+    bins: int | None = Field(
+        default=None,
+        ge=2,
+        le=200,
+        description="Equal-width public bins over [min, max] on the scale (default 10): more where a "
+        "finer resolution matters (it costs privacy noise per cell in every marginal).",
+    )
     point_masses: list[float] | None = Field(
         default=None,
         description="Public values that many entities have exactly (0 weeks worked, the maximum of a "

@@ -1,7 +1,7 @@
 """Marginal fidelity: mean total variation distance over all 1-way and 2-way marginals of the wide table.
 
-Bins are public: a categorical column's bins are its categories; a numeric column has 10 equal-width
-bins over its public [min, max] on its declared scale (linear, or log1p(x - min) for log scale), then
+Bins are public: a categorical column's bins are its categories; a numeric column has 10 (or its spec's
+``bins``) equal-width bins over its public [min, max] on its declared scale (linear, or log1p(x - min) for log scale), then
 one bin for each of its point masses (public values many entities have exactly: by default 0 for a
 log-scale count or amount), which the interval bins then leave out; a nullable column has one more bin,
 last, for null. Nothing is fitted on data.
@@ -19,6 +19,11 @@ from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
 
 NUMERIC_BINS = 10
+"""Interval bins of a numeric column unless its spec sets ``bins``."""
+
+
+def interval_bins(column: NumericColumn) -> int:
+    return column.bins or NUMERIC_BINS
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ def column_bins(column: CategoricalColumn | NumericColumn) -> int:
     if isinstance(column, CategoricalColumn):
         base = len(column.categories)
     else:
-        base = NUMERIC_BINS + len(column.special_values)
+        base = interval_bins(column) + len(column.special_values)
     return base + (1 if column.nullable else 0)
 
 
@@ -66,8 +71,9 @@ def bin_table(dataset: Dataset, frame: pl.DataFrame) -> BinnedTable:
 
 
 def bin_edges(column: NumericColumn) -> np.ndarray:
-    """The NUMERIC_BINS + 1 public bin edges of a numeric column, on its raw scale."""
-    return _raw_from_unit(column, np.arange(NUMERIC_BINS + 1) / NUMERIC_BINS)
+    """The interval_bins + 1 public bin edges of a numeric column, on its raw scale."""
+    bins = interval_bins(column)
+    return _raw_from_unit(column, np.arange(bins + 1) / bins)
 
 
 _EDGE_TOLERANCE = 1e-9
@@ -80,7 +86,7 @@ def numeric_bins(column: NumericColumn, values: np.ndarray) -> np.ndarray:
     clipped = np.clip(values, column.min, column.max)
     codes = np.searchsorted(inner, clipped, side="right").astype(np.int32)
     for i, point in enumerate(column.special_values):
-        codes[np.abs(clipped - point) <= _POINT_TOLERANCE * max(1.0, abs(point))] = NUMERIC_BINS + i
+        codes[np.abs(clipped - point) <= _POINT_TOLERANCE * max(1.0, abs(point))] = interval_bins(column) + i
     return codes
 
 
@@ -156,9 +162,10 @@ def sample_in_bins(column: NumericColumn, bins: np.ndarray, rng: np.random.Gener
     Integer columns draw uniformly among the integers whose bin is the given one, so that a value
     drawn for bin b falls in bin b again; a bin that holds no integer gives the integer nearest to it.
     """
-    bins = np.minimum(np.asarray(bins, dtype=np.int64), NUMERIC_BINS - 1)
+    count = interval_bins(column)
+    bins = np.minimum(np.asarray(bins, dtype=np.int64), count - 1)
     if column.type != "integer":  # a float lands on a point mass with probability 0
-        return _raw_from_unit(column, (bins + rng.random(bins.size)) / NUMERIC_BINS)
+        return _raw_from_unit(column, (bins + rng.random(bins.size)) / count)
     edges = bin_edges(column)
     low = np.ceil(edges[:-1] - _EDGE_TOLERANCE)
     high = np.ceil(edges[1:] - _EDGE_TOLERANCE) - 1
@@ -185,9 +192,10 @@ def values_from_bins(column: CategoricalColumn | NumericColumn, bins: np.ndarray
         values = categories[np.where(is_null, len(column.categories), bins)]
         return pl.Series(column.wide_name, values.tolist(), dtype=pl.Utf8)
     points = np.asarray(column.special_values + [np.nan])
-    is_point = (bins >= NUMERIC_BINS) & ~is_null
+    count = interval_bins(column)
+    is_point = (bins >= count) & ~is_null
     drawn = sample_in_bins(column, np.where(is_point | is_null, 0, bins), rng)
-    values = np.where(is_null, np.nan, np.where(is_point, points[np.clip(bins - NUMERIC_BINS, 0, len(points) - 1)], drawn))
+    values = np.where(is_null, np.nan, np.where(is_point, points[np.clip(bins - count, 0, len(points) - 1)], drawn))
     dtype = pl.Int64 if column.type == "integer" else pl.Float64
     return pl.Series(column.wide_name, values).fill_nan(None).cast(dtype)
 

@@ -87,6 +87,15 @@ def test_column_bins_counts_the_null_bin(mixed):
     }  # amount: 10 intervals, the point mass 0, null
 
 
+def test_a_column_may_have_more_interval_bins(tiny):
+    spec = {**numeric("float", 0, 100), "bins": 20}
+    col = column(spec)
+    assert column_bins(col) == 20
+    np.testing.assert_array_equal(bins_of(tiny, spec, np.array([0.0, 4.9, 5.0, 99.0, 100.0])), [0, 0, 1, 19, 19])
+    values = sample_in_bins(col, np.repeat(np.arange(20), 50), np.random.default_rng(0))
+    np.testing.assert_array_equal(bins_of(tiny, spec, values), np.repeat(np.arange(20), 50))
+
+
 def test_point_masses_have_bins_of_their_own_and_are_drawn_exactly(tiny):
     spec = numeric("integer", 0, 52, point_masses=[0, 52])
     col = column(spec)
