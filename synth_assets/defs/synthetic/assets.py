@@ -475,8 +475,8 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                         [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(r).items()}
                          for r in plan.releases]
                     ),
-                    "sigma": round(min(r.sigma for r in plan.releases), 4),
-                    "histograms": sum(r.histograms for r in plan.releases),
+                    "measurements": sum(r.histograms or 0 for r in plan.releases),
+                    "selections": sum(getattr(r, "selections", None) or 0 for r in plan.releases),
                     "rows": rows.height,
                     "fit_seconds": round(fitted - started, 3),
                     "sample_seconds": round(time.perf_counter() - fitted, 3),
