@@ -382,7 +382,7 @@ class Privacy(_Strict):
 
 
 GeneratorName = Literal["private_evolution", "mst", "aim", "independent_marginals"]
-DEFAULT_GENERATORS: tuple[GeneratorName, ...] = ("private_evolution", "independent_marginals")
+DEFAULT_GENERATORS: tuple[GeneratorName, ...] = ("private_evolution", "mst", "independent_marginals")
 
 
 class Synthesis(_Strict):

@@ -30,10 +30,12 @@ def make_generator(
         return PrivateEvolution(pe or PEConfig(seed=seed), candidates=candidates)
     if name == REFERENCE:
         return IndependentMarginals(IndependentSettings(seed=seed))
-    if name in ("mst", "aim"):
-        from synth_assets.generators import graphical
+    if name == "mst":
+        from synth_assets.generators.graphical import MST, MSTSettings
 
-        generator = graphical.MST if name == "mst" else graphical.AIM
-        settings_type = generator.settings_type if hasattr(generator, "settings_type") else None
-        return generator(settings_type(seed=seed)) if settings_type else generator()
+        return MST(MSTSettings(seed=seed))
+    if name == "aim":
+        from synth_assets.generators.graphical import AIM, AIMSettings
+
+        return AIM(AIMSettings(seed=seed))
     raise ValueError(f"unknown generator {name!r}: choose one of {', '.join(GENERATOR_NAMES)}")

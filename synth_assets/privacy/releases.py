@@ -33,7 +33,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.generators.base import Generator, GeneratorPlan, Log, no_log
-from synth_assets.privacy.accounting import UnsafePrivacySetting, check_delta, epsilon_for_mu
+from synth_assets.privacy.accounting import Composition, UnsafePrivacySetting, check_delta, compose_releases
 from synth_assets.privacy.ledger import BudgetCheck, LedgerRelease, PrivacyLedger
 from synth_assets.warehouse import DEFAULT_DELTA
 
@@ -89,9 +89,14 @@ class PartitionPlan:
         return [r for records in self.records.values() for r in records]
 
     @property
+    def composition(self) -> Composition:
+        """All the partition's releases composed: GDP when all are Gaussian, zCDP when one is a selection."""
+        return compose_releases(self.releases)
+
+    @property
     def spends(self) -> float:
-        """The partition's epsilon at its delta: all its releases composed (Gaussian DP)."""
-        return epsilon_for_mu(math.sqrt(sum(r.mu**2 for r in self.releases)), self.delta)
+        """The partition's epsilon at its delta: all its releases composed (:attr:`composition`)."""
+        return self.composition.epsilon(self.delta)
 
     def record(self, generator: str, kind: str) -> LedgerRelease:
         return next(r for r in self.records[generator] if r.kind == kind)
@@ -114,9 +119,13 @@ class PartitionPlan:
                 "delta": r.delta,
                 "sigma": r.sigma,
                 "histograms": r.histograms,
+                "mechanism": r.mechanism,
+                "selection_epsilon": r.selection_epsilon,
+                "selections": r.selections,
                 "T": r.T,
                 "seed": r.seed,
                 "mu": r.mu,
+                "rho": r.rho,
                 "release_epsilon": r.release_epsilon,
                 "identity": r.identity,
                 "charged_before": r.identity in recorded_before,
@@ -124,7 +133,11 @@ class PartitionPlan:
             for generator, records in self.records.items()
             for r in records
         ]
-        return pl.DataFrame(rows, schema_overrides={"T": pl.Int64})
+        return pl.DataFrame(
+            rows,
+            schema_overrides={"T": pl.Int64, "sigma": pl.Float64, "histograms": pl.Int64, "mu": pl.Float64,
+                              "selection_epsilon": pl.Float64, "selections": pl.Int64},
+        )
 
 
 def _check_epsilon(epsilon: float) -> float:
@@ -155,7 +168,7 @@ def check_settings(
     if not allow_negligible_noise:
         for plan in plans.values():
             for release in plan.releases:
-                if not release.sigma >= SMALLEST_SIGMA:
+                if release.is_gaussian and not release.sigma >= SMALLEST_SIGMA:
                     raise UnsafePrivacySetting(
                         f"epsilon {epsilon:g} leaves {plan.generator}'s {release.kind} release almost no "
                         f"noise (sigma {release.sigma:.3g} per count, below {SMALLEST_SIGMA}): its counts "
@@ -202,6 +215,9 @@ def plan_partition(
                 delta=delta,
                 sigma=release.sigma,
                 histograms=release.histograms,
+                mechanism=release.mechanism,
+                selection_epsilon=release.selection_epsilon,
+                selections=release.selections,
                 T=release.T,
                 seed=plan.seed,
                 run_id=run_id,
@@ -254,8 +270,9 @@ class Synthesis:
 
     @property
     def epsilon(self) -> float:
-        """The (epsilon, delta) guarantee of this generator's releases together."""
-        return epsilon_for_mu(self.plan.generators[self.generator].mu, self.plan.delta)
+        """The (epsilon, delta) guarantee of this generator's releases together (GDP, or zCDP when the
+        generator selects with the exponential mechanism)."""
+        return compose_releases(self.releases).epsilon(self.plan.delta)
 
     @property
     def releases(self) -> tuple[LedgerRelease, ...]:

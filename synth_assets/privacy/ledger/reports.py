@@ -3,11 +3,20 @@ how the ledger is shown.
 
 Totals
 ------
-``spent`` composes the recorded releases with GDP, ``mu = sqrt(sum mu_i^2)``, and converts mu to epsilon
-at the dataset's delta (:func:`synth_assets.privacy.accounting.epsilon_for_mu`). It also shows the simple sum of
-each release's own epsilon (basic composition, valid at the sum of the deltas): always at least the GDP
-figure, and much larger when there are many releases. Totals are per dataset NAME (see
-:mod:`synth_assets.privacy.ledger.store`).
+``spent`` composes the recorded releases by the project's rule
+(:func:`synth_assets.privacy.accounting.compose`) and gives epsilon at the dataset's delta:
+
+* every release Gaussian: GDP, ``mu = sqrt(sum mu_i^2)``, converted exactly by the analytic-Gaussian
+  curve (:func:`~synth_assets.privacy.accounting.epsilon_for_mu`), as before selections existed;
+* at least one exponential-mechanism selection (MST, AIM): zCDP, ``rho = sum mu_i^2 / 2 +
+  sum k_j epsilon_j^2 / 8``, converted by Canonne, Kamath & Steinke 2020
+  (:func:`~synth_assets.privacy.accounting.epsilon_for_rho`). The Gaussian releases then count by their
+  rho too: the zCDP conversion is looser than the exact GDP curve, so the first recorded selection can
+  raise the figure of what was spent before it (the safe direction: the rule is sound either way).
+
+It also shows the simple sum of each release's own epsilon (basic composition, valid at the sum of the
+deltas): always at least the composed figure, and much larger when there are many releases. Totals are
+per dataset NAME (see :mod:`synth_assets.privacy.ledger.store`).
 
 Budget figures
 --------------
@@ -32,7 +41,14 @@ from typing import TYPE_CHECKING
 import duckdb
 import polars as pl
 
-from synth_assets.privacy.accounting import compose_mu, epsilon_for_mu, mu_for_epsilon
+from synth_assets.privacy.accounting import (
+    Composition,
+    compose,
+    epsilon_for_mu,
+    epsilon_for_rho,
+    mu_for_epsilon,
+    rho_for_epsilon,
+)
 from synth_assets.privacy.ledger.records import LedgerRelease
 
 if TYPE_CHECKING:
@@ -47,8 +63,11 @@ _VIEW_SCHEMA: dict[str, pl.DataType] = {
     "releases": pl.Int64(),
     "repeats": pl.Int64(),
     "fingerprints": pl.Int64(),
+    "composition": pl.Utf8(),
     "mu": pl.Float64(),
+    "rho": pl.Float64(),
     "delta": pl.Float64(),
+    "epsilon": pl.Float64(),
     "epsilon_gdp": pl.Float64(),
     "epsilon_sum": pl.Float64(),
     "budget": pl.Float64(),
@@ -64,30 +83,65 @@ class Spent:
     """What a dataset's recorded releases spend together, computed from the rows."""
 
     dataset: str
-    delta: float  # delta at which epsilon_gdp is given
-    mu: float  # sqrt(sum mu_i^2)
-    epsilon_gdp: float  # epsilon_for_mu(mu, delta)
+    delta: float  # delta at which epsilon is given
+    mu: float  # sqrt(sum mu_i^2) over the Gaussian releases
+    epsilon: float  # the composed epsilon at delta (GDP if all releases are Gaussian, else zCDP)
     epsilon_sum: float  # sum of each release's own epsilon at its own delta (basic composition)
     delta_sum: float  # delta of the basic-composition figure
     releases: int
     repeats: int  # materializations that reproduced a recorded release (not charged)
     fingerprints: int
+    rho: float = 0.0  # zCDP rho of all releases
+    composition: str = "gdp"  # "gdp" (all Gaussian) or "zcdp" (selections recorded)
+
+    @property
+    def epsilon_gdp(self) -> float:
+        """The composed epsilon (the name from when every release was Gaussian; equals :attr:`epsilon`,
+        which is the GDP figure unless selections are recorded, then the zCDP one)."""
+        return self.epsilon
+
+
+def mechanism_parts(frame: pl.DataFrame) -> tuple[list[float], list[float]]:
+    """The GDP mu of each Gaussian release and the zCDP rho of each selection in a ledger frame (rows
+    of ``PrivacyLedger.releases``)."""
+    if not frame.height:
+        return [], []
+    gaussian = pl.col("mechanism").fill_null("gaussian") == "gaussian"
+    return frame.filter(gaussian)["mu"].to_list(), frame.filter(~gaussian)["rho"].to_list()
+
+
+def composition_of(frame: pl.DataFrame) -> Composition:
+    """The composition of the releases in a ledger frame, by the project's rule."""
+    return compose(*mechanism_parts(frame))
 
 
 def _spent_from(dataset: str, frame: pl.DataFrame, delta: float) -> Spent:
-    mus = frame["mu"].to_list() if frame.height else []
-    mu = compose_mu(mus)
+    composition = composition_of(frame)
     return Spent(
         dataset=dataset,
         delta=delta,
-        mu=mu,
-        epsilon_gdp=epsilon_for_mu(mu, delta),
+        mu=composition.mu,
+        epsilon=composition.epsilon(delta),
         epsilon_sum=float(sum(frame["release_epsilon"].to_list())) if frame.height else 0.0,
         delta_sum=float(sum(frame["delta"].to_list())) if frame.height else 0.0,
         releases=frame.height,
         repeats=int(frame["repeats"].sum()) if frame.height else 0,
         fingerprints=frame["fingerprint"].n_unique() if frame.height else 0,
+        rho=composition.rho,
+        composition=composition.rule,
     )
+
+
+def _describe(release: LedgerRelease) -> str:
+    if release.is_gaussian:
+        return (f"{release.kind} (epsilon target {release.epsilon:g}, sigma {release.sigma:.4g}, "
+                f"{_plural(release.histograms, 'histogram')}, mu {release.mu:.4f})")
+    return (f"{release.kind} (epsilon target {release.epsilon:g}, exponential mechanism: "
+            f"{_plural(release.selections, 'selection')} of epsilon {release.selection_epsilon:.4g}, "
+            f"rho {release.rho:.4g})")
+
+
+_RULES = {"gdp": "GDP composition", "zcdp": "zCDP composition, CKS conversion"}
 
 
 def _f(value: float | None) -> str:
@@ -111,12 +165,15 @@ class BudgetCheck:
     spent: Spent
     planned: tuple[LedgerRelease, ...]  # every planned release (deduplicated)
     new: tuple[LedgerRelease, ...]  # those not recorded yet: the ones that cost budget
-    planned_mu: float  # GDP composition of the new releases alone
-    planned_epsilon: float  # their epsilon at delta, alone
+    planned_mu: float  # GDP composition of the new Gaussian releases alone
+    planned_epsilon: float  # the new releases' epsilon at delta, alone (composed by their own rule)
     planned_epsilon_sum: float  # sum of their own epsilons
-    total_mu: float  # spent and new, composed
-    total_epsilon: float
+    total_mu: float  # spent and new Gaussian releases, composed
+    total_epsilon: float  # spent and new, composed (GDP if all are Gaussian, else zCDP)
     total_epsilon_sum: float
+    planned_rho: float = 0.0  # zCDP rho of the new releases
+    total_rho: float = 0.0  # zCDP rho of spent and new
+    composition: str = "gdp"  # the rule of the total: "gdp" or "zcdp"
 
     @property
     def already_recorded(self) -> tuple[LedgerRelease, ...]:
@@ -139,12 +196,12 @@ class BudgetCheck:
         """What is recorded already spends more than the budget (which was lowered after it was spent)."""
         if self.budget_epsilon is None:
             return False
-        return self.spent.epsilon_gdp > self.budget_epsilon * (1.0 + _BUDGET_TOLERANCE)
+        return self.spent.epsilon > self.budget_epsilon * (1.0 + _BUDGET_TOLERANCE)
 
     @property
     def remaining(self) -> float | None:
         """Budget minus what is spent (before this materialization), in epsilon at delta."""
-        return None if self.budget_epsilon is None else self.budget_epsilon - self.spent.epsilon_gdp
+        return None if self.budget_epsilon is None else self.budget_epsilon - self.spent.epsilon
 
     @property
     def remaining_after(self) -> float | None:
@@ -154,12 +211,19 @@ class BudgetCheck:
     def largest_next_epsilon(self) -> float | None:
         """The largest epsilon (at delta) one more release could have on top of what is spent.
 
-        GDP composition is not additive in epsilon: this is usually more than ``remaining``.
+        Neither composition is additive in epsilon: this is usually more than ``remaining``. It is given
+        by the rule of this check's total: GDP (one more Gaussian release on Gaussian ones) or zCDP.
         """
         if self.budget_epsilon is None:
             return None
-        spare = mu_for_epsilon(self.budget_epsilon, self.delta) ** 2 - self.spent.mu**2
-        return epsilon_for_mu(math.sqrt(spare), self.delta) if spare > 0 else 0.0
+        if self.composition == "gdp":
+            spare = mu_for_epsilon(self.budget_epsilon, self.delta) ** 2 - self.spent.mu**2
+            return epsilon_for_mu(math.sqrt(spare), self.delta) if spare > 0 else 0.0
+        spare = rho_for_epsilon(self.budget_epsilon, self.delta) - self.spent.rho
+        return epsilon_for_rho(spare, self.delta) if spare > 0 else 0.0
+
+    def _figure(self, mu: float, rho: float) -> str:
+        return f"mu {mu:.4f}" if self.composition == "gdp" else f"rho {rho:.6g}"
 
     def explain(self) -> str:
         spent = self.spent
@@ -168,34 +232,40 @@ class BudgetCheck:
         budget = "none" if self.budget_epsilon is None else _f(self.budget_epsilon)
         verdict = "would be exceeded" if self.exceeded else "check"
         if self.new:
-            kinds = ", ".join(
-                f"{r.kind} (epsilon target {r.epsilon:g}, sigma {r.sigma:.4g}, "
-                f"{_plural(r.histograms, 'histogram')}, mu {r.mu:.4f})"
-                for r in self.new
-            )
+            kinds = ", ".join(_describe(r) for r in self.new)
             planned = (
                 f"  planned: this materialization would spend epsilon {_f(self.planned_epsilon)} on its own "
-                f"(mu {self.planned_mu:.4f}; simple sum {_f(self.planned_epsilon_sum)}) in "
+                f"({self._figure(self.planned_mu, self.planned_rho)}; simple sum "
+                f"{_f(self.planned_epsilon_sum)}) in "
                 f"{_plural(len(self.new), 'new release')}: {kinds}" + (f"; {already}" if free else "")
             )
         else:
             planned = f"  planned: nothing new; {already}" if free else "  planned: nothing"
+        rule = _RULES[self.composition]
+        if self.composition == "zcdp":
+            rule += (": exponential-mechanism selections are recorded or planned, so every release counts "
+                     "by its rho")
         lines = [
             (
                 f"privacy budget of dataset {self.dataset!r} {verdict} (epsilon at delta {self.delta:g}, "
-                f"GDP composition; budget {budget}):"
+                f"{rule}; budget {budget}):"
             ),
             (
-                f"  spent:   epsilon {_f(spent.epsilon_gdp)} (mu {spent.mu:.4f}) over "
+                f"  spent:   epsilon {_f(spent.epsilon)} ({self._figure(spent.mu, spent.rho)}) over "
                 f"{_plural(spent.releases, 'recorded release')}; "
                 f"simple sum of epsilons {_f(spent.epsilon_sum)}"
             ),
             planned,
             (
-                f"  total:   epsilon {_f(self.total_epsilon)} (mu {self.total_mu:.4f}); simple sum "
-                f"{_f(self.total_epsilon_sum)}"
+                f"  total:   epsilon {_f(self.total_epsilon)} ({self._figure(self.total_mu, self.total_rho)}); "
+                f"simple sum {_f(self.total_epsilon_sum)}"
             ),
         ]
+        if self.composition == "zcdp" and spent.composition == "gdp" and spent.releases:
+            lines.append(
+                f"  (what is spent reads epsilon {_f(spent.epsilon)} in GDP alone; composed with selections "
+                f"it counts as {_f(epsilon_for_rho(spent.rho, self.delta))} in zCDP)"
+            )
         if self.budget_epsilon is not None:
             lines.append(
                 f"  remaining: epsilon {_f(self.remaining)} of {_f(self.budget_epsilon)} (budget minus spent); "
@@ -243,8 +313,10 @@ def ledger_view(
     delta: Mapping[str, float] | float | None = None,
     dataset: str | None = None,
 ) -> pl.DataFrame:
-    """One row per dataset name: releases, repeats, fingerprints, mu, the GDP epsilon at delta, the
-    simple sum of the releases' epsilons, the budget and what remains (budget - GDP epsilon).
+    """One row per dataset name: releases, repeats, fingerprints, the composition rule (``gdp`` or
+    ``zcdp``), mu (of the Gaussian releases), rho (of all), the composed epsilon at delta (``epsilon``;
+    also under its old name ``epsilon_gdp``), the simple sum of the releases' epsilons, the budget and
+    what remains (budget - epsilon).
 
     ``delta`` (one value or per dataset) is the delta epsilon is given at; unset, the smallest delta
     recorded for the dataset (the most demanding). ``budgets`` likewise (unset: no budget).
@@ -263,12 +335,15 @@ def ledger_view(
                 "releases": spent.releases,
                 "repeats": spent.repeats,
                 "fingerprints": spent.fingerprints,
+                "composition": spent.composition,
                 "mu": spent.mu,
+                "rho": spent.rho,
                 "delta": at,
-                "epsilon_gdp": spent.epsilon_gdp,
+                "epsilon": spent.epsilon,
+                "epsilon_gdp": spent.epsilon,  # the old name of the composed epsilon, for existing readers
                 "epsilon_sum": spent.epsilon_sum,
                 "budget": None if budget is None else float(budget),
-                "remaining": None if budget is None else float(budget) - spent.epsilon_gdp,
+                "remaining": None if budget is None else float(budget) - spent.epsilon,
             }
         )
     return pl.DataFrame(rows, schema=_VIEW_SCHEMA)
@@ -306,7 +381,7 @@ def format_ledger(
         if details:
             own = frame.filter(pl.col("dataset") == name)
             header = ["recorded (UTC)", "kind", "partition", "target eps", "delta", "sigma", "hist", "T",
-                      "seed", "mu", "eps", "repeats", "run", "identity"]
+                      "seed", "mu", "rho", "eps", "repeats", "run", "identity"]
             rows = [
                 [
                     r["recorded_at"].strftime("%Y-%m-%d %H:%M:%S"),
@@ -314,11 +389,13 @@ def format_ledger(
                     r["partition_key"] or "-",
                     f"{r['epsilon']:g}",
                     f"{r['delta']:.0e}",
-                    f"{r['sigma']:.4g}",
-                    str(r["histograms"]),
+                    f"{r['sigma']:.4g}" if r["sigma"] is not None
+                    else f"EM eps {r['selection_epsilon']:.4g}",
+                    str(r["histograms"]) if r["histograms"] is not None else f"{r['selections']} sel",
                     "-" if r["T"] is None else str(r["T"]),
                     str(r["seed"]),
-                    f"{r['mu']:.4f}",
+                    "-" if r["mu"] is None else f"{r['mu']:.4f}",
+                    f"{r['rho']:.4g}",
                     f"{r['release_epsilon']:.4f}",
                     str(r["repeats"]),
                     (r["run_id"] or "-")[:8],
@@ -332,11 +409,12 @@ def format_ledger(
             f"  total: {total['releases']} release{'s' if total['releases'] != 1 else ''} "
             f"(re-runs of a recorded release, not charged: {total['repeats']}"
             + (f"; {fingerprints} dataset fingerprints" if fingerprints > 1 else "")
-            + f"), mu {total['mu']:.4f}"
+            + (f"), mu {total['mu']:.4f}" if total["composition"] == "gdp"
+               else f"), rho {total['rho']:.6g} (Gaussian releases: mu {total['mu']:.4f})")
         )
         out.append(
-            f"  spent: epsilon {total['epsilon_gdp']:.4f} at delta {total['delta']:g} (GDP composition); "
-            f"simple sum {total['epsilon_sum']:.4f}"
+            f"  spent: epsilon {total['epsilon']:.4f} at delta {total['delta']:g} "
+            f"({_RULES[total['composition']]}); simple sum {total['epsilon_sum']:.4f}"
         )
         if total["budget"] is None:
             out.append("  budget: none set (privacy.budget_epsilon)")

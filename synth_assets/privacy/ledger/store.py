@@ -28,6 +28,14 @@ for budget: when every planned release is recorded, nothing is charged and the c
 budget has since been lowered below what is spent (see
 :attr:`~synth_assets.privacy.ledger.reports.BudgetCheck.exceeded`).
 
+Schema and migration
+--------------------
+Exponential-mechanism selections (MST, AIM) added the columns ``mechanism``, ``selection_epsilon`` and
+``selections`` to ``ledger.releases`` and made ``sigma`` and ``histograms`` nullable (a selection has
+neither). A warehouse file written before that is migrated in place the first time a ledger opens it
+(:func:`_migrate`: the columns are added, existing rows read as Gaussian releases, nothing else
+changes); identities of Gaussian releases are unchanged, so recorded releases still match their re-runs.
+
 Concurrency
 -----------
 DuckDB lets one process at a time open a database file for writing. Opened on a path, the ledger opens,
@@ -52,9 +60,9 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
-from synth_assets.privacy.accounting import compose_mu, epsilon_for_mu
-from synth_assets.privacy.ledger.records import LedgerRelease, _check_delta, _positive_finite
-from synth_assets.privacy.ledger.reports import BudgetCheck, Spent, _ledger, _spent_from
+from synth_assets.privacy.accounting import compose, compose_releases, em_rho
+from synth_assets.privacy.ledger.records import LedgerRelease, _check_delta, _positive_finite, own_epsilon
+from synth_assets.privacy.ledger.reports import BudgetCheck, Spent, _ledger, _spent_from, mechanism_parts
 from synth_assets.sql import fetch_polars
 
 SCHEMA = "ledger"
@@ -70,15 +78,18 @@ create table if not exists {RELEASES_TABLE} (
     kind          varchar not null,
     epsilon       double not null,   -- the (epsilon, delta) target of the partition/run
     delta         double not null,
-    sigma         double not null,   -- noise of each histogram
-    histograms    integer not null,  -- mu = sqrt(histograms) / sigma
+    sigma         double,            -- noise of each histogram (NULL for a selection)
+    histograms    integer,           -- mu = sqrt(histograms) / sigma (NULL for a selection)
     T             integer,           -- PE iterations of the run (NULL if not a PE release)
     seed          bigint not null,
     data_digest   varchar,           -- digest of the private input, computed by the caller
     parameters    varchar not null,  -- JSON: everything else that determines the release
     run_id        varchar,           -- the run that first recorded it
     partition_key varchar,
-    recorded_at   timestamp not null -- UTC
+    recorded_at   timestamp not null, -- UTC
+    mechanism     varchar default 'gaussian', -- 'gaussian' or 'exponential'
+    selection_epsilon double,        -- exponential mechanism: epsilon of each selection
+    selections    integer            -- exponential mechanism: number of selections
 );
 create table if not exists {MATERIALIZATIONS_TABLE} (
     identity      varchar not null,
@@ -90,6 +101,14 @@ create table if not exists {MATERIALIZATIONS_TABLE} (
 );
 """
 
+# Columns added after the first schema, with their DDL: added to an existing warehouse by _migrate.
+_ADDED_COLUMNS = {
+    "mechanism": "varchar default 'gaussian'",
+    "selection_epsilon": "double",
+    "selections": "integer",
+}
+_NULLABLE_NOW = ("sigma", "histograms")
+
 _RELEASE_SCHEMA: dict[str, pl.DataType] = {
     "identity": pl.Utf8(),
     "dataset": pl.Utf8(),
@@ -99,7 +118,11 @@ _RELEASE_SCHEMA: dict[str, pl.DataType] = {
     "delta": pl.Float64(),
     "sigma": pl.Float64(),
     "histograms": pl.Int32(),
+    "mechanism": pl.Utf8(),
+    "selection_epsilon": pl.Float64(),
+    "selections": pl.Int32(),
     "mu": pl.Float64(),
+    "rho": pl.Float64(),
     "release_epsilon": pl.Float64(),
     "T": pl.Int32(),
     "seed": pl.Int64(),
@@ -152,6 +175,32 @@ def _path_lock(key: str) -> threading.RLock:
 def _is_lock_error(error: Exception) -> bool:
     text = str(error).lower()
     return "lock" in text or "conflicting" in text
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
+    """Bring a ledger written before exponential-mechanism selections to the current schema: add the
+    missing columns (existing rows are Gaussian releases) and let ``sigma``/``histograms`` be null."""
+    rows = connection.execute(
+        "select column_name, is_nullable from information_schema.columns "
+        "where table_schema = ? and table_name = 'releases'",
+        [SCHEMA],
+    ).fetchall()
+    if not rows:
+        return
+    columns = {name.lower(): nullable == "YES" for name, nullable in rows}
+    missing = [name for name in _ADDED_COLUMNS if name not in columns]
+    not_null = [name for name in _NULLABLE_NOW if name in columns and not columns[name]]
+    if not missing and not not_null:
+        return
+    for name in missing:
+        connection.execute(f"alter table {RELEASES_TABLE} add column {name} {_ADDED_COLUMNS[name]}")
+    if "mechanism" in missing:  # a default fills new rows; make the old ones say what they are
+        connection.execute(f"update {RELEASES_TABLE} set mechanism = 'gaussian' where mechanism is null")
+    for name in not_null:
+        connection.execute(f"alter table {RELEASES_TABLE} alter column {name} drop not null")
 
 
 # ---------------------------------------------------------------------------------------------- ledger
@@ -232,6 +281,7 @@ class PrivacyLedger:
             if self._connection is not None:
                 if create:
                     self._connection.execute(_DDL)
+                _migrate(self._connection)
                 yield self._connection
                 return
             assert self.path is not None
@@ -242,6 +292,7 @@ class PrivacyLedger:
             try:
                 if create:
                     connection.execute(_DDL)
+                _migrate(connection)
                 yield connection
             finally:
                 connection.close()
@@ -285,6 +336,7 @@ class PrivacyLedger:
             connection,
             f"""
             select r.identity, r.dataset, r.fingerprint, r.kind, r.epsilon, r.delta, r.sigma, r.histograms,
+                   coalesce(r.mechanism, 'gaussian') as mechanism, r.selection_epsilon, r.selections,
                    sqrt(r.histograms) / r.sigma as mu, r.T, r.seed, r.data_digest, r.parameters, r.run_id,
                    r.partition_key, r.recorded_at,
                    coalesce(m.repeats, 0) as repeats, coalesce(m.last_seen_at, r.recorded_at) as last_seen_at
@@ -300,8 +352,17 @@ class PrivacyLedger:
             """,
             [dataset, dataset, run_id, run_id],
         )
-        own = [epsilon_for_mu(m, d) for m, d in zip(frame["mu"].to_list(), frame["delta"].to_list())]
-        frame = frame.with_columns(pl.Series("release_epsilon", own, dtype=pl.Float64))
+        rhos, own = [], []
+        for mechanism, mu, eps, k, delta in zip(
+            frame["mechanism"].to_list(), frame["mu"].to_list(), frame["selection_epsilon"].to_list(),
+            frame["selections"].to_list(), frame["delta"].to_list(),
+        ):
+            rho = mu * mu / 2.0 if mechanism == "gaussian" else em_rho(eps, k)
+            rhos.append(rho)
+            own.append(own_epsilon(mechanism, mu, rho, eps, k, delta))
+        frame = frame.with_columns(
+            pl.Series("rho", rhos, dtype=pl.Float64), pl.Series("release_epsilon", own, dtype=pl.Float64)
+        )
         return frame.select(list(_RELEASE_SCHEMA)).cast(_RELEASE_SCHEMA)
 
     @staticmethod
@@ -315,8 +376,9 @@ class PrivacyLedger:
         return {row[0] for row in rows}
 
     def releases(self, dataset: str | None = None) -> pl.DataFrame:
-        """The recorded releases (of one dataset name, or all), oldest first, with mu, each release's own
-        epsilon at its delta (``release_epsilon``) and how often it was re-materialized (``repeats``)."""
+        """The recorded releases (of one dataset name, or all), oldest first, with mu (Gaussian releases;
+        null for selections), rho, each release's own epsilon at its delta (``release_epsilon``) and how
+        often it was re-materialized (``repeats``)."""
         with self._session(create=False) as connection:
             return self._read_releases(connection, dataset)
 
@@ -378,8 +440,12 @@ class PrivacyLedger:
         spent = _spent_from(dataset, frame, delta)
         recorded = set(frame["identity"].to_list())
         new = tuple(r for i, r in unique.items() if i not in recorded)
-        planned_mu = compose_mu(r.mu for r in new)
-        total_mu = compose_mu([spent.mu, planned_mu])
+        planned = compose_releases(new)
+        recorded_mus, recorded_rhos = mechanism_parts(frame)
+        total = compose(
+            recorded_mus + [r.mu for r in new if r.is_gaussian],
+            recorded_rhos + [r.rho for r in new if not r.is_gaussian],
+        )
         planned_sum = float(sum(r.release_epsilon for r in new))
         return BudgetCheck(
             dataset=dataset,
@@ -388,12 +454,15 @@ class PrivacyLedger:
             spent=spent,
             planned=tuple(unique.values()),
             new=new,
-            planned_mu=planned_mu,
-            planned_epsilon=epsilon_for_mu(planned_mu, delta),
+            planned_mu=planned.mu,
+            planned_epsilon=planned.epsilon(delta),
             planned_epsilon_sum=planned_sum,
-            total_mu=total_mu,
-            total_epsilon=epsilon_for_mu(total_mu, delta),
+            total_mu=total.mu,
+            total_epsilon=total.epsilon(delta),
             total_epsilon_sum=spent.epsilon_sum + planned_sum,
+            planned_rho=planned.rho,
+            total_rho=total.rho,
+            composition=total.rule,
         )
 
     def check(
@@ -453,8 +522,9 @@ class PrivacyLedger:
         inserted = connection.execute(
             f"""
             insert into {RELEASES_TABLE} (identity, dataset, fingerprint, kind, epsilon, delta, sigma,
-                histograms, T, seed, data_digest, parameters, run_id, partition_key, recorded_at)
-            values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                histograms, T, seed, data_digest, parameters, run_id, partition_key, recorded_at,
+                mechanism, selection_epsilon, selections)
+            values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             on conflict (identity) do nothing
             """,
             [
@@ -473,6 +543,9 @@ class PrivacyLedger:
                 release.run_id,
                 release.partition_key,
                 now,
+                release.mechanism,
+                release.selection_epsilon,
+                release.selections,
             ],
         ).fetchall()[0][0]
         new = bool(inserted)
