@@ -27,9 +27,17 @@ def example_files_from_docs(page: Path = DOCS_PAGE) -> dict[str, str]:
     return files
 
 
-def write_tiny_dataset(directory: Path, n_devices: int = 400, seed: int = 7) -> Path:
+TINY_GENERATORS = ["private_evolution", "independent_marginals"]
+"""The tiny dataset's branches in the tests: the graphical models' branches are tested on their own
+(tests/defs/synthetic/test_graphical_branch.py), so that every other graph test stays quick."""
+
+
+def write_tiny_dataset(
+    directory: Path, n_devices: int = 400, seed: int = 7, generators: list[str] | None = TINY_GENERATORS
+) -> Path:
     """Write the documented 'devices' example: the spec, SQL and queries come from docs/dataset-spec.md,
-    the data (CSV, Parquet and DuckDB sources) is generated here."""
+    the data (CSV, Parquet and DuckDB sources) is generated here. ``generators`` are written as its
+    ``synthesis.generators`` (None: the spec's default)."""
     rng = np.random.default_rng(seed)
     (directory / "data").mkdir(parents=True, exist_ok=True)
     (directory / "reporting").mkdir(exist_ok=True)
@@ -71,6 +79,9 @@ def write_tiny_dataset(directory: Path, n_devices: int = 400, seed: int = 7) -> 
         connection.execute("create table firmware as select * from firmware_frame")
     for relative, content in example_files_from_docs().items():
         (directory / relative).write_text(content + "\n")
+    if generators is not None:
+        spec = directory / "dataset.yaml"
+        spec.write_text(spec.read_text() + f"synthesis:\n  generators: [{', '.join(generators)}]\n")
     return directory
 
 
@@ -101,6 +112,12 @@ def wide(tiny_real: RealTables) -> pl.DataFrame:
 def tiny_copy(tmp_path: Path) -> Path:
     """A fresh, writable copy of the tiny dataset for tests that break it on purpose."""
     return write_tiny_dataset(tmp_path / "devices")
+
+
+@pytest.fixture
+def tiny_with_default_generators(tmp_path: Path) -> Path:
+    """The tiny dataset with the spec's default generators (the graphical models' branches included)."""
+    return write_tiny_dataset(tmp_path / "devices_all", generators=None)
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 from dp_accounting import dp_event
 from dp_accounting.rdp import RdpAccountant
+
 from synth_assets.datasets.loading import Dataset, load_dataset
-from synth_assets.evaluation.marginals import bin_table, column_bins, marginal_tvds
+from synth_assets.evaluation.marginals import bin_table, marginal_tvds
 from synth_assets.generators.graphical import AIM, MST, AIMSettings, MSTSettings
 from synth_assets.generators.graphical.aim import ModelSize, candidates, workload
 from synth_assets.generators.graphical.domain import Compression, compress_on_support

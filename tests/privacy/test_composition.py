@@ -29,7 +29,13 @@ from synth_assets.privacy.accounting import (
     rho_for_epsilon,
     sigma_for_rho,
 )
-from synth_assets.privacy.ledger import BudgetExceeded, LedgerRelease, PrivacyLedger, format_ledger, ledger_view
+from synth_assets.privacy.ledger import (
+    BudgetExceeded,
+    LedgerRelease,
+    PrivacyLedger,
+    format_ledger,
+    ledger_view,
+)
 
 DELTA = 1e-6
 # Dense Renyi orders: dp_accounting minimises the CKS bound over the orders it is given; ours minimises it

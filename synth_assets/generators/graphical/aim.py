@@ -194,7 +194,7 @@ class AIM:
             delta=delta,
             seed=s.seed,
             releases=releases,
-            parameters={"settings": s.model_dump(), "rho": rho},
+            parameters={"settings": s.model_dump()},
         )
 
     def check_ready(self, dataset: Dataset) -> None:
