@@ -111,7 +111,7 @@ def _print_table(summaries: list[dict], real_seconds: float) -> None:
         spent = ", ".join(f"{s['epsilon']:g}: {s['privacy']['partition_epsilon_gdp']:.3f}" for s in summaries)
         remaining = f" of its budget {budget:g}; remaining {last['dataset_remaining_epsilon']:.3f}" if budget else ""
         print(
-            f"privacy: each partition spends its generators together (epsilon {spent}, GDP composition); "
+            f"privacy: each partition spends its generators together (epsilon {spent}, composed); "
             f"dataset {summaries[-1]['dataset']} has spent epsilon {last['dataset_spent_epsilon_gdp']:.3f} "
             f"(simple sum {last['dataset_spent_epsilon_sum']:.3f})" + remaining
         )
