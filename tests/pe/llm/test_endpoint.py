@@ -152,7 +152,8 @@ def test_generation_stops_soon_after_the_server_dies(tiny, own_server, make_sett
     assert "SHORTFALL" not in message and "offline" not in message
     _assert_safe(message)
     assert caught.value.reason == "connection"
-    assert len(ResultStore(settings.cache_path() / tiny.name)) == 3  # what was answered is kept
+    # what arrived is kept: the third answer may still be in flight when the breaker trips
+    assert 2 <= len(ResultStore(settings.cache_path() / tiny.name)) <= 3
     assert api.report.errors["APIConnectionError"] >= 2 and api.report.records_filled_offline == 0
 
 
