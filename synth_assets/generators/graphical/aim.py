@@ -14,8 +14,10 @@ sub-marginals, each weighted by its overlap with the workload, ``w_r = sum_s |r 
      sqrt(2/pi) sigma n_r)`` (n_r cells; the expected error of measuring it), sensitivity max_r w_r;
    * choose one by the exponential mechanism among the candidates whose addition keeps the model within
      ``max_model_mb`` times the share of rho spent so far (the filter depends on earlier DP outputs only);
-   * measure it with Gaussian noise and fit the model again (private-pgm, warm-started).
-3. Fit the final model with more iterations and sample from it.
+   * measure it with Gaussian noise and fit the model again (the component of the model it joined, by
+     mirror descent in numpy, warm-started: see :class:`_State`).
+3. Fit the final model with private-pgm (mbi 2.x, warm-started from the last fit) and sample from it with
+   mbi's sampler.
 
 Departure from the paper: AIM's rounds anneal (sigma halves, epsilon doubles when the model stops
 improving) and it stops when rho is spent, so its number of rounds and every round's noise depend on the
@@ -37,7 +39,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import jax
 import networkx as nx
 import numpy as np
 import polars as pl
@@ -48,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from synth_assets.datasets.loading import Dataset
 from synth_assets.generators.base import GeneratorPlan, Log, PlannedRelease, no_log
 from synth_assets.generators.graphical.domain import Compression, PublicDomain
-from synth_assets.generators.graphical.inference import TreeMarginals, project_to_simplex
+from synth_assets.generators.graphical.inference import TreeMarginals, mirror_descent, project_to_simplex
 from synth_assets.generators.graphical.model import (
     Clique,
     GraphicalModel,
@@ -73,19 +74,20 @@ class AIMSettings(BaseModel):
 
     seed: int = Field(default=0, ge=0, description="Seed of the noise, the selections, the workload sample "
                                                    "and the sampling.")
-    rounds: int = Field(default=20, ge=1, description="Selections and measurements after the 1-way ones.")
+    rounds: int = Field(default=40, ge=1, description="Selections and measurements after the 1-way ones.")
     degree: int = Field(default=3, ge=2, le=4, description="Workload: every marginal of 2 .. degree columns.")
     max_workload: int | None = Field(
-        default=400, ge=1,
+        default=1000, ge=1,
         description="At most this many workload marginals of each degree (a seeded uniform sample of them "
                     "when there are more); None: all.",
     )
-    max_model_mb: float = Field(default=16.0, gt=0, description="Largest junction tree, in MB of float64 "
+    max_model_mb: float = Field(default=4.0, gt=0, description="Largest junction tree, in MB of float64 "
                                                                 "cells, reached when the budget is spent.")
-    one_way_share: float = Field(default=0.1, gt=0, lt=1, description="Share of rho for the 1-way marginals.")
+    one_way_share: float = Field(default=0.25, gt=0, lt=1, description="Share of rho for the 1-way marginals.")
     measure_share: float = Field(default=0.9, gt=0, lt=1, description="Share of each round's rho for its "
                                                                       "measurement (the rest selects).")
-    round_iterations: int = Field(default=200, ge=50, description="Mirror-descent iterations after each round.")
+    round_iterations: int = Field(default=200, ge=10, description="Most mirror-descent iterations of the refit "
+                                                                   "after each round (it stops once converged).")
     iterations: int = Field(default=2000, ge=50, description="Mirror-descent iterations of the final fit.")
     sampler: Literal["sample", "round"] = Field(
         default="sample", description="mbi's synthetic_data method: i.i.d. draws or randomized rounding."
@@ -232,20 +234,22 @@ class AIM:
         ]
         clock.lap("measure")
         state = _State(public, measured, s.round_iterations)
+        state.fit()
         log(f"aim: {len(cliques)} candidates from a workload of {len(cliques) - len(names)} marginals and "
             f"their subsets; {len(names)} noisy 1-way marginals (sigma {one_way.sigma:.2f})")
         rho = plan.rho
         spent = one_way.rho
         per_round = (rho - spent) / s.rounds
         chosen: list[Clique] = []
+        errors = np.zeros(len(cliques))
+        stale = set(names)  # columns whose model marginals changed since the errors were computed
         for t in range(s.rounds):
             spent += per_round
             limit = s.max_model_mb * spent / rho
             tree = state.tree()
-            total = state.total
-            errors = np.array([
-                np.abs(x - total * tree.marginal(r).ravel()).sum() for r, x in zip(cliques, data)
-            ])
+            for i, r in enumerate(cliques):  # the others' marginals did not change (the total is fixed)
+                if stale.intersection(r):
+                    errors[i] = np.abs(data[i] - state.total * tree.marginal(r).ravel()).sum()
             scores = w * (errors - measurement.sigma * penalty)
             keys = exponential_mechanism(scores, selection.selection_epsilon, sensitivity, rng)
             clock.lap("scores")
@@ -257,11 +261,10 @@ class AIM:
             chosen.append(r)
             state.add(gaussian_measurement(data[pick], r, measurement.sigma, rng))
             clock.lap("measure")
-            state.fit()
+            stale = state.fit()
             clock.lap("estimate")
             log(f"aim: round {t + 1}/{s.rounds}: {r} (model {size.with_clique(r):.2f} MB of {limit:.2f})")
-        state.iterations = s.iterations
-        model = state.fit(final=True)
+        model = state.final(s.iterations)
         clock.lap("estimate")
         log(f"aim: fitted in {sum(clock.seconds.values()):.1f} s")
         return GraphicalModel(self.name, model, public, Compression(), chosen, plan.seed, s.sampler,
@@ -271,16 +274,16 @@ class AIM:
         return model.sample(dataset, rows, "aim")
 
 
-_CLEAR_EVERY = 25
-
-
 class _State:
     """AIM's measurements and its current model.
 
     In the L2 fit, columns in different connected components of the measured cliques are independent
-    (the loss is a sum over components, each fitted to the same known total): each component is fitted
-    on its own with private-pgm, and refitted only when a round measures one of its cliques, which keeps
-    every compiled model small; a column measured only alone is the projection of its measurements.
+    (the loss is a sum over components, each fitted to the same known total), and a column measured only
+    alone is the projection of its measurements. So each round refits only the component its clique
+    joined, warm-started from the fits it merges. Those refits guide the selection only, and run in numpy
+    (:func:`~synth_assets.generators.graphical.inference.mirror_descent`, the same algorithm as mbi's):
+    with mbi every round would compile a new model, tens of seconds each once a component has tens of
+    columns. The final model is fitted by mbi, one component at a time, from the last refits.
     """
 
     def __init__(self, public: PublicDomain, measured: list[LinearMeasurement], iterations: int):
@@ -289,14 +292,10 @@ class _State:
         self.iterations = iterations
         self.multi: list[Clique] = []
         self.total = total_estimate(self.measured)
-        self.parts: dict[tuple[int, ...], MarkovRandomField] = {}  # measurement indices -> fitted model
+        self.parts: dict[tuple[int, ...], list[tuple[Clique, np.ndarray]]] = {}  # measurements -> potentials
         self.isolated: dict[str, np.ndarray] = {}
 
     def add(self, measurement: LinearMeasurement) -> None:
-        if len(self.measured) % _CLEAR_EVERY == 0:
-            # every round compiles a new model and JAX keeps every compiled program: drop them now and
-            # then (not every round: the small programs shared by all rounds would be compiled again)
-            jax.clear_caches()
         self.measured.append(measurement)
         clique = tuple(measurement.clique)
         if len(clique) > 1 and clique not in self.multi:
@@ -310,46 +309,64 @@ class _State:
         order = {a: i for i, a in enumerate(self.public.names)}
         return [sorted(c, key=order.get) for c in nx.connected_components(graph)]
 
-    def fit(self, final: bool = False) -> MarkovRandomField | None:
-        """Refit the components a round changed (during the rounds the total stays the 1-way
-        measurements' estimate, so the others are unchanged); ``final``: every component, with the total
-        estimated from all the measurements, and the model over the whole domain."""
-        if final:
-            self.total = total_estimate(self.measured)
-        total, refit_all = self.total, final
-        parts: dict[tuple[int, ...], MarkovRandomField] = {}
+    def fit(self) -> set[str]:
+        """Refit the components a round changed (the total stays the 1-way measurements' estimate during
+        the rounds, so the others are unchanged) and the columns measured only alone. Returns the columns
+        whose model changed."""
+        parts: dict[tuple[int, ...], list[tuple[Clique, np.ndarray]]] = {}
         active: set[str] = set()
+        changed: set[str] = set()
         for attrs in self._components():
             active.update(attrs)
             key = tuple(i for i, m in enumerate(self.measured) if set(m.clique) <= set(attrs))
-            if key in self.parts and not refit_all:
+            if key in self.parts:
                 parts[key] = self.parts[key]
                 continue
-            previous = [model for k, model in self.parts.items() if set(k) <= set(key)]
-            domain = Domain(attrs, [self.public.config[a] for a in attrs])
-            parts[key] = estimate(domain, [self.measured[i] for i in key], total, self.iterations, previous)
+            changed.update(attrs)
+            start = [p for k, potentials in self.parts.items() if set(k) <= set(key) for p in potentials]
+            measurements = [(tuple(self.measured[i].clique), np.asarray(self.measured[i].noisy_measurement),
+                             float(self.measured[i].stddev)) for i in key]
+            theta, _ = mirror_descent({a: self.public.config[a] for a in attrs}, measurements, self.total,
+                                      self.iterations, start)
+            parts[key] = list(theta.items())
         self.parts = parts
-        self.isolated = {}
+        previous, self.isolated = self.isolated, {}
         for a in self.public.names:  # each column measured only alone: the L2 fit of its measurements
             if a not in active:
-                ms = [m for m in self.measured if tuple(m.clique) == (a,)]
-                precision = np.array([1.0 / float(m.stddev) ** 2 for m in ms])
-                mean = sum(p * np.asarray(m.noisy_measurement) for p, m in zip(precision, ms)) / precision.sum()
-                self.isolated[a] = project_to_simplex(mean, total)
-        if not final:
-            return None
-        domain = Domain(list(self.public.names), list(self.public.sizes))
-        return product_model(domain, list(self.parts.values()), self.isolated, total)
+                self.isolated[a] = project_to_simplex(_mean_of(self.measured, a), self.total)
+                if a not in previous or not np.array_equal(previous[a], self.isolated[a]):
+                    changed.add(a)
+        return changed
 
     def tree(self) -> TreeMarginals:
-        if not self.parts and not self.isolated:
-            self.fit()
-        potentials = []
-        for model in self.parts.values():
-            for clique in model.potentials.cliques:
-                potentials.append((tuple(clique), np.asarray(model.potentials[clique].values)))
+        """The current model, calibrated, to score the candidates."""
+        potentials = [p for part in self.parts.values() for p in part]
         for a, counts in self.isolated.items():
-            p = counts / counts.sum() if counts.sum() > 0 else np.full(counts.size, 1.0 / counts.size)
-            with np.errstate(divide="ignore"):
-                potentials.append(((a,), np.maximum(np.log(p), -1e3)))
+            potentials.append(((a,), _log_probabilities(counts)))
         return TreeMarginals(self.public.config, potentials)
+
+    def final(self, iterations: int) -> MarkovRandomField:
+        """The released model: every component fitted by mbi (warm-started from its last refit) with the
+        total estimated from all the measurements, times the columns measured only alone."""
+        self.total = total_estimate(self.measured)
+        models = []
+        for key, potentials in self.parts.items():
+            attrs = [a for a in self.public.names if any(a in self.measured[i].clique for i in key)]
+            domain = Domain(attrs, [self.public.config[a] for a in attrs])
+            models.append(estimate(domain, [self.measured[i] for i in key], self.total, iterations, potentials))
+        isolated = {a: project_to_simplex(_mean_of(self.measured, a), self.total) for a in self.isolated}
+        domain = Domain(list(self.public.names), list(self.public.sizes))
+        return product_model(domain, models, isolated, self.total)
+
+
+def _mean_of(measured: Sequence[LinearMeasurement], name: str) -> np.ndarray:
+    """Inverse-variance mean of a column's 1-way measurements."""
+    ms = [m for m in measured if tuple(m.clique) == (name,)]
+    precision = np.array([1.0 / float(m.stddev) ** 2 for m in ms])
+    return sum(p * np.asarray(m.noisy_measurement) for p, m in zip(precision, ms)) / precision.sum()
+
+
+def _log_probabilities(counts: np.ndarray) -> np.ndarray:
+    p = counts / counts.sum() if counts.sum() > 0 else np.full(counts.size, 1.0 / counts.size)
+    with np.errstate(divide="ignore"):
+        return np.maximum(np.log(p), -1e3)

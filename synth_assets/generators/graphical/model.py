@@ -74,26 +74,30 @@ def total_estimate(measurements: Sequence[LinearMeasurement]) -> float:
     return max(1.0, float(np.average(estimates, weights=weights)))
 
 
-def warm_potentials(previous: Sequence[MarkovRandomField], domain: Domain,
+def warm_potentials(previous: Sequence[tuple[Clique, np.ndarray]], domain: Domain,
                     measurements: Sequence[LinearMeasurement]) -> CliqueVector:
-    """Previous models' potentials re-expressed on the cliques of new measurements over a (possibly
-    larger) domain: each old potential is added to a new clique that contains it (the model is the same
-    where the old ones were defined, uniform on the new attributes)."""
+    """Log-potentials of earlier fits re-expressed on the cliques of new measurements over a (possibly
+    larger) domain: each is added to a new clique that holds it (the model is the same where the old one
+    was defined, uniform on the new attributes)."""
     cliques = maximal_subset([tuple(m.clique) for m in measurements])
     tables = {cl: Factor.zeros(domain.project(cl)) for cl in cliques}
-    for model in previous:
-        for old in model.potentials.cliques:
-            target = next((cl for cl in cliques if set(old) <= set(cl)), None)
-            if target is not None:
-                factor = Factor(domain.project(old), model.potentials[old].values)
-                tables[target] = tables[target] + factor.expand(domain.project(target))
+    for old, values in previous:
+        target = next((cl for cl in cliques if set(old) <= set(cl)), None)
+        if target is not None:
+            factor = Factor(domain.project(old), np.asarray(values))
+            tables[target] = tables[target] + factor.expand(domain.project(target))
     return CliqueVector(domain, cliques, tables)
 
 
+def potentials_of(model: MarkovRandomField) -> list[tuple[Clique, np.ndarray]]:
+    """A fitted model's log-potentials, as numpy arrays."""
+    return [(tuple(c), np.asarray(model.potentials[c].values)) for c in model.potentials.cliques]
+
+
 def estimate(domain: Domain, measurements: Sequence[LinearMeasurement], total: float, iterations: int,
-             warm_start: Sequence[MarkovRandomField] = ()) -> MarkovRandomField:
+             warm_start: Sequence[tuple[Clique, np.ndarray]] = ()) -> MarkovRandomField:
     """private-pgm's mirror descent on the L2 loss of the measurements, with a known total (warm-started
-    from previous models' potentials when given)."""
+    from earlier log-potentials when given)."""
     start = warm_potentials(warm_start, domain, measurements) if warm_start else None
     return MirrorDescent().estimate(domain, list(measurements), known_total=total, iters=iterations,
                                     warm_start=start)
