@@ -35,7 +35,10 @@ class PrivateEvolutionResource(ConfigurableResource):
     selected: int = PEConfig.model_fields["selected"].default
     threshold_sigmas: float = PEConfig.model_fields["threshold_sigmas"].default
     selection: str = PEConfig.model_fields["selection"].default
+    prior: str = PEConfig.model_fields["prior"].default
     prior_share: float = PEConfig.model_fields["prior_share"].default
+    prior_one_way_share: float = PEConfig.model_fields["prior_one_way_share"].default
+    calibration_sweeps: int = PEConfig.model_fields["calibration_sweeps"].default
     output: str = PEConfig.model_fields["output"].default
     reference_points: int = PEConfig.model_fields["reference_points"].default
     synthetic_rows: int | None = None

@@ -36,7 +36,7 @@ def test_run_on_a_dataset_directory_prints_one_json_document(tiny_dataset_dir: P
         assert {q["name"] for q in summary["queries"]} == {
             "mean_minutes_by_region", "crash_tail", "models", "busiest_years", "beta_regions"}
         assert set(summary["baseline"]) >= {"pass_rate", "tvd_1way", "tvd_2way"}
-        assert [r["kind"] for r in summary["releases"]] == ["marginal_prior", "nn_histogram"]
+        assert [r["kind"] for r in summary["releases"]] == ["mst_prior", "nn_histogram"]
     assert summaries[1]["sigma"] < summaries[0]["sigma"]
     assert (tmp_path / "warehouse" / "devices.duckdb").is_file()
 
@@ -49,7 +49,7 @@ def test_run_prints_a_readable_table(tiny_dataset_dir: Path, tmp_path: Path) -> 
     first = next(line.split() for line in lines if line.strip().startswith("2 "))
     assert first[1] in {"private_evolution", "independent_marginals"}
     assert sum(line.split()[0] in {"private_evolution", "independent_marginals"} for line in lines if line.strip()) == 1
-    assert "privacy: each partition spends its generators together (epsilon 2: 2.9" in completed.stdout
+    assert "privacy: each partition spends its generators together (epsilon 2: 3.03" in completed.stdout
 
 
 def test_run_of_one_generator_charges_and_scores_only_its_branch(tiny_dataset_dir: Path, tmp_path: Path) -> None:

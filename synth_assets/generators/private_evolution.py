@@ -30,12 +30,13 @@ from synth_assets.pe.evolution import (
     RoundsResult,
     draw_population,
     initial_candidates,
+    model_prior_plan,
     plan_budget,
     release_prior,
     run_rounds,
 )
-from synth_assets.pe.generators import CandidateAPI, OfflineGenerator
-from synth_assets.pe.marginal_prior import MarginalPrior, MarginalPriorGenerator
+from synth_assets.pe.generators import CandidateAPI
+from synth_assets.pe.priors import Prior, prior_api
 
 CandidateSource = Callable[..., CandidateAPI | None]
 """``candidates(dataset, prior, log=...)``: a candidate API, or None for the offline generator."""
@@ -48,7 +49,7 @@ VOTES = "nn_histogram"
 class PEModel:
     """What a PE fit leaves: DP values only (the prior, the last candidates and their noisy votes)."""
 
-    prior: MarginalPrior | None
+    prior: Prior | None
     candidates: pl.DataFrame
     noisy_votes: np.ndarray
     weights: np.ndarray
@@ -58,9 +59,9 @@ class PEModel:
     generation: dict = field(default_factory=dict)
 
 
-def offline_api(dataset: Dataset, prior: MarginalPrior | None) -> CandidateAPI:
+def offline_api(dataset: Dataset, prior: Prior | None) -> CandidateAPI:
     """The offline candidate API: from the DP prior when there is one, else uniform on the public domain."""
-    return MarginalPriorGenerator(dataset, prior) if prior is not None else OfflineGenerator(dataset)
+    return prior_api(dataset, prior)
 
 
 def generation_metadata(api: CandidateAPI) -> dict:
@@ -85,7 +86,7 @@ class PrivateEvolution:
 
     # ------------------------------------------------------------------------------------- planning
 
-    def candidate_api(self, dataset: Dataset, prior: MarginalPrior | None, log: Log = no_log) -> CandidateAPI:
+    def candidate_api(self, dataset: Dataset, prior: Prior | None, log: Log = no_log) -> CandidateAPI:
         api = self.candidates(dataset, prior, log=log) if self.candidates else None
         return api if api is not None else offline_api(dataset, prior)
 
@@ -95,7 +96,9 @@ class PrivateEvolution:
     def plan(self, dataset: Dataset, epsilon: float, delta: float) -> GeneratorPlan:
         budget = self.budget(dataset, epsilon, delta)
         releases = []
-        if budget.prior_sigma is not None:
+        if budget.prior_rho > 0:
+            releases.extend(model_prior_plan(dataset, budget, self.settings).releases)
+        elif budget.prior_sigma is not None:
             releases.append(PlannedRelease(PRIOR, budget.prior_sigma, budget.prior_histograms, T=budget.iterations))
         releases.append(PlannedRelease(VOTES, budget.sigma, budget.iterations, T=budget.iterations))
         return GeneratorPlan(
@@ -107,6 +110,10 @@ class PrivateEvolution:
             # the API is described without the prior: the prior is itself a release of this plan
             parameters={"config": self.settings.model_dump(), "api": self.candidate_api(dataset, None).describe()},
         )
+
+    def has_prior(self, plan: GeneratorPlan) -> bool:
+        """Whether the plan spends a share of the budget on a DP prior."""
+        return len(plan.releases) > 1
 
     def check_ready(self, dataset: Dataset) -> None:
         check = getattr(self.candidate_api(dataset, None), "check_endpoint", None)
@@ -122,14 +129,14 @@ class PrivateEvolution:
 
     def release_prior(
         self, dataset: Dataset, private: pl.DataFrame, plan: GeneratorPlan, store: CheckpointStore | None
-    ) -> tuple[MarginalPrior | None, Release | None, bool]:
+    ) -> tuple[Prior | None, Release | None, bool]:
         """Stage 1 (reads private data): the DP marginal prior, or its checkpoint; None without one."""
-        if plan.release(PRIOR) is None:
+        if not self.has_prior(plan):
             return None, None, False
         return release_prior(dataset, private, self.budget(dataset, plan.epsilon, plan.delta), self.settings, store=store)
 
     def first_pool(
-        self, dataset: Dataset, prior: MarginalPrior | None, log: Log = no_log
+        self, dataset: Dataset, prior: Prior | None, log: Log = no_log
     ) -> tuple[pl.DataFrame, CandidateAPI]:
         """Stage 2 (public): the first candidates from the random API, and the API."""
         api = self.candidate_api(dataset, prior, log)

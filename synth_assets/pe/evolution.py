@@ -1,8 +1,11 @@
 """Private Evolution over the wide table: a DP prior, T rounds of (DP histogram, select, vary), output.
 
-1. Prior (optional, ``prior_share`` of the budget): noisy 1-way marginals and table-presence rates
-   (synth_assets.pe.marginal_prior). The random API then draws candidates whose every column is
-   plausible; with ``prior_share = 0`` it draws uniformly from the public domain.
+1. Prior (optional, ``prior_share`` of the budget), one of
+   - ``mst`` (default): an MST graphical model (synth_assets.pe.model_prior). The random API draws
+     candidates from it, the variation API resamples a few columns from its conditionals, and the
+     output is raked back to its measured marginals: the votes pay only for what the model misses.
+   - ``marginals``: noisy 1-way marginals and table-presence rates (synth_assets.pe.marginal_prior).
+   With ``prior_share = 0`` the random API draws uniformly from the public domain.
 2. Round t = 1..T: every real record votes for its nearest candidate; N(0, sigma^2) noise on every bin;
    h' = max(h~ - H, 0); before the next round the best candidates are selected (rank or sample) and
    varied by the candidate API.
@@ -15,10 +18,13 @@
      candidates ("hubs") collect most of the votes.
    - ``candidates``: rows are candidates drawn with probability proportional to h' (original PE).
 
-Privacy (add/remove-one-entity neighbouring): the prior is k histograms of sensitivity 1 with noise
-sigma_prior, i.e. mu_prior = sqrt(k)/sigma_prior; the T vote histograms give mu_pe = sqrt(T)/sigma.
-The run is mu-GDP with mu^2 = mu_prior^2 + mu_pe^2, calibrated so that it is exactly (epsilon, delta)-DP;
-``prior_share`` is mu_prior^2 / mu^2. Checkpoints hold only candidates, the prior and noisy histograms
+Privacy (add/remove-one-entity neighbouring): with the marginal prior, the prior is k histograms of
+sensitivity 1 with noise sigma_prior, i.e. mu_prior = sqrt(k)/sigma_prior; the T vote histograms give
+mu_pe = sqrt(T)/sigma. The run is mu-GDP with mu^2 = mu_prior^2 + mu_pe^2, calibrated so that it is
+exactly (epsilon, delta)-DP; ``prior_share`` is mu_prior^2 / mu^2. With the MST prior, whose edge
+selections are exponential mechanisms, the run composes in zCDP instead: rho is the largest whose
+conversion is (epsilon, delta), MST spends ``prior_share`` of it (synth_assets.generators.graphical.mst)
+and the T vote histograms the rest, rho_votes = T / (2 sigma^2). Checkpoints hold only candidates, the prior and noisy histograms
 (DP values), never a vote count.
 """
 
@@ -35,7 +41,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.generators.base import as_wide_table
+from synth_assets.generators.base import GeneratorPlan, as_wide_table
+from synth_assets.generators.graphical.mst import MST, MSTSettings, mst_releases
 from synth_assets.pe.encoding import Encoder
 from synth_assets.pe.generators import CandidateAPI
 from synth_assets.pe.histogram import (
@@ -44,13 +51,18 @@ from synth_assets.pe.histogram import (
     select_candidates,
     threshold,
 )
-from synth_assets.pe.marginal_prior import (
-    MarginalPrior,
-    prior_histogram_count,
-    release_marginal_prior,
-)
+from synth_assets.pe.marginal_prior import prior_histogram_count, release_marginal_prior
+from synth_assets.pe.model_prior import ModelPrior
 from synth_assets.pe.nn import nearest_candidates
-from synth_assets.privacy.accounting import epsilon_for_mu, mu_for_epsilon
+from synth_assets.pe.priors import Prior, prior_from_frame
+from synth_assets.privacy.accounting import (
+    calibrate_rho,
+    epsilon_for_mu,
+    epsilon_for_rho,
+    gaussian_rho,
+    mu_for_epsilon,
+    sigma_for_rho,
+)
 
 
 class PEConfig(BaseModel):
@@ -69,11 +81,29 @@ class PEConfig(BaseModel):
     selection: Literal["rank", "sample"] = Field(
         default="rank", description="rank: top-K by h'; sample: K draws in proportion to h'."
     )
+    prior: Literal["mst", "marginals"] = Field(
+        default="mst",
+        description="The DP prior candidates are drawn from: an MST graphical model, or 1-way marginals.",
+    )
     prior_share: float = Field(
-        default=0.5,
+        default=0.85,
         ge=0,
         lt=1,
-        description="Share of the budget (of mu^2) spent on the DP marginal prior; 0: uniform public domain.",
+        description="Share of the budget spent on the DP prior (of rho for mst, of mu^2 for marginals); "
+        "0: no prior, candidates uniform on the public domain.",
+    )
+    prior_one_way_share: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Share of the MST prior's rho on its 1-way marginals (the rest: pair selection and "
+        "pair marginals, evenly). MST alone uses a third.",
+    )
+    calibration_sweeps: int = Field(
+        default=10,
+        ge=0,
+        description="Raking passes that fit the output's weights to the MST prior's measured marginals "
+        "(cells output); 0: none.",
     )
     output: Literal["cells", "candidates"] = Field(
         default="cells", description="How output rows are drawn from the last histogram."
@@ -106,6 +136,8 @@ class BudgetSplit:
     prior_sigma: float | None
     iterations: int
     sigma: float
+    prior_rho: float = 0.0
+    """zCDP of an MST prior (0 with the marginal prior, whose noise is ``prior_sigma``)."""
 
     @property
     def mu_prior(self) -> float:
@@ -116,7 +148,24 @@ class BudgetSplit:
         return math.sqrt(self.iterations) / self.sigma
 
     def composed_epsilon(self) -> float:
+        if self.prior_rho > 0:
+            return epsilon_for_rho(self.prior_rho + gaussian_rho(self.sigma, self.iterations), self.delta)
         return epsilon_for_mu(math.hypot(self.mu_prior, self.mu_pe), self.delta)
+
+
+def split_model_budget(epsilon: float, delta: float, *, iterations: int, prior_share: float) -> BudgetSplit:
+    """The MST prior's rho and the votes' noise, composing in zCDP to exactly (epsilon, delta)."""
+    rho = calibrate_rho(epsilon, delta)
+    return BudgetSplit(
+        epsilon=epsilon,
+        delta=delta,
+        mu=math.nan,
+        prior_histograms=0,
+        prior_sigma=None,
+        iterations=iterations,
+        sigma=sigma_for_rho((1.0 - prior_share) * rho, iterations),
+        prior_rho=prior_share * rho,
+    )
 
 
 def split_budget(
@@ -157,7 +206,7 @@ class Release:
 
 
 class CheckpointStore:
-    """Stage checkpoints of one run: the prior (JSON) and each round (candidates + noisy votes)."""
+    """Stage checkpoints of one run: the prior (Parquet and JSON) and each round (candidates + noisy votes)."""
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -167,17 +216,19 @@ class CheckpointStore:
         write(tmp)
         tmp.replace(path)
 
-    def save_prior(self, prior: MarginalPrior, release: Release) -> None:
+    def save_prior(self, prior: Prior, release: Release) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"prior": prior.to_dict(), "release": release.to_dict()})
+        self._write(self.directory / "prior.parquet", prior.to_frame().write_parquet)
+        # the JSON is written last: its presence marks a complete prior
+        payload = json.dumps(release.to_dict())
         self._write(self.directory / "prior.json", lambda p: p.write_text(payload))
 
-    def load_prior(self) -> tuple[MarginalPrior, Release] | None:
-        path = self.directory / "prior.json"
-        if not path.is_file():
+    def load_prior(self) -> tuple[Prior, Release] | None:
+        path, frame_path = self.directory / "prior.json", self.directory / "prior.parquet"
+        if not (path.is_file() and frame_path.is_file()):
             return None
-        payload = json.loads(path.read_text())
-        return MarginalPrior.from_dict(payload["prior"]), Release(**payload["release"])
+        prior = prior_from_frame(pl.read_parquet(frame_path))
+        return prior, Release(**json.loads(path.read_text()))
 
     def save_round(self, iteration: int, candidates: pl.DataFrame, noisy: np.ndarray, release: Release) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -202,6 +253,8 @@ def _seed(seed: int, *words: int) -> int:
 
 
 def plan_budget(dataset: Dataset, epsilon: float, delta: float, config: PEConfig, *, with_prior: bool) -> BudgetSplit:
+    if with_prior and config.prior == "mst":
+        return split_model_budget(epsilon, delta, iterations=config.iterations, prior_share=config.prior_share)
     return split_budget(
         epsilon,
         delta,
@@ -218,27 +271,60 @@ def release_prior(
     config: PEConfig,
     *,
     store: CheckpointStore | None = None,
-) -> tuple[MarginalPrior, Release, bool]:
-    """Stage 1: the DP marginal prior (a release from the private data), or its checkpoint.
+) -> tuple[Prior, Release, bool]:
+    """Stage 1: the DP prior (releases from the private data), or its checkpoint.
 
     Returns the prior, its release record and whether it came from the checkpoint in ``store``.
     """
     stored = store.load_prior() if store else None
     if stored:
         return (*stored, True)
-    prior = release_marginal_prior(dataset, real, sigma=budget.prior_sigma, seed=config.seed)
-    release = Release(
-        kind="marginal_prior",
-        iteration=0,
-        sigma=budget.prior_sigma,
-        histograms=prior.histograms,
-        seed=config.seed,
-        bins=int(sum(v.size for v in prior.columns.values()) + 2 * len(prior.presence)),
-        weighted_bins=int(sum((v > 0).sum() for v in prior.columns.values())),
-    )
+    if budget.prior_rho > 0:
+        prior, release = _release_model_prior(dataset, real, budget, config)
+    else:
+        prior = release_marginal_prior(dataset, real, sigma=budget.prior_sigma, seed=config.seed)
+        release = Release(
+            kind="marginal_prior",
+            iteration=0,
+            sigma=budget.prior_sigma,
+            histograms=prior.histograms,
+            seed=config.seed,
+            bins=int(sum(v.size for v in prior.columns.values()) + 2 * len(prior.presence)),
+            weighted_bins=int(sum((v > 0).sum() for v in prior.columns.values())),
+        )
     if store:
         store.save_prior(prior, release)
     return prior, release, False
+
+
+def model_prior_plan(dataset: Dataset, budget: BudgetSplit, config: PEConfig) -> GeneratorPlan:
+    """The MST releases of the prior, at ``budget.prior_rho``."""
+    return GeneratorPlan(
+        generator=MST.name,
+        epsilon=budget.epsilon,
+        delta=budget.delta,
+        seed=config.seed,
+        releases=mst_releases(len(dataset.spec.modelled_columns), budget.prior_rho, config.prior_one_way_share),
+        parameters={},
+    )
+
+
+def _release_model_prior(
+    dataset: Dataset, real: pl.DataFrame, budget: BudgetSplit, config: PEConfig
+) -> tuple[ModelPrior, Release]:
+    plan = model_prior_plan(dataset, budget, config)
+    model = MST(MSTSettings(seed=config.seed)).fit(dataset, real, plan)
+    one_way = plan.releases[0]
+    release = Release(
+        kind="mst_prior",
+        iteration=0,
+        sigma=one_way.sigma,
+        histograms=sum(r.histograms for r in plan.releases if r.is_gaussian),
+        seed=config.seed,
+        bins=int(sum(model.domain.sizes)),
+        weighted_bins=len(model.cliques),
+    )
+    return ModelPrior(model), release
 
 
 def initial_candidates(api: CandidateAPI, config: PEConfig) -> pl.DataFrame:
@@ -360,7 +446,9 @@ def _cell_population(
     config: PEConfig,
     rng: np.random.Generator,
 ) -> pl.DataFrame:
-    """Rows drawn cell by cell: a cell with probability proportional to h', then a public point in it."""
+    """Rows drawn from a public reference sample, each point weighing its cell's h' shared among the
+    points of the cell (a cell no point fell in is its candidate itself); an API that can calibrate (the
+    MST prior's) then rakes the weights to its measured marginals."""
     if weights.sum() <= 0:
         return _candidate_population(candidates, weights, rows, rng)
     reference = api.random(config.reference_points, seed=_seed(config.seed, 0xCE11))
@@ -373,18 +461,15 @@ def _cell_population(
         encoded_candidates.categorical,
         encoder.categorical_weights,
     )
-    order = np.argsort(cell_of, kind="stable")
-    starts = np.searchsorted(cell_of[order], np.arange(candidates.height))
     counts = np.bincount(cell_of, minlength=candidates.height)
-    cells = rng.choice(weights.size, size=rows, replace=True, p=weights / weights.sum())
-    offsets = (rng.random(rows) * np.maximum(counts[cells], 1)).astype(np.int64)
-    from_reference = counts[cells] > 0
-    picks = order[np.minimum(starts[cells] + offsets, len(order) - 1)]
-    reference_rows = reference[picks[from_reference]]
-    candidate_rows = candidates[cells[~from_reference]]
-    if candidate_rows.height == 0:
-        return reference_rows
-    return pl.concat([reference_rows, candidate_rows], how="vertical_relaxed")
+    empty = np.flatnonzero((counts == 0) & (weights > 0))
+    points = pl.concat([reference, candidates[empty]], how="vertical_relaxed") if empty.size else reference
+    point_weights = np.concatenate([weights[cell_of] / counts[cell_of], weights[empty]])
+    calibrate = getattr(api, "calibrate", None)
+    if callable(calibrate) and config.calibration_sweeps > 0:
+        point_weights = calibrate(points, point_weights, config.calibration_sweeps)
+    picks = rng.choice(points.height, size=rows, replace=True, p=point_weights / point_weights.sum())
+    return points[picks]
 
 
 def _next_pool(

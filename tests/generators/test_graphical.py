@@ -1,5 +1,5 @@
-"""MST and AIM: plans that compose to the target (checked against dp_accounting), valid output, the
-model's correlations kept, and runs through the ledger."""
+"""MST and AIM: plans that compose to the target (checked against dp_accounting; also PE's plan, whose
+prior is MST), valid output, the model's correlations kept, and runs through the ledger."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from synth_assets.generators.graphical.aim import ModelSize, candidates, workloa
 from synth_assets.generators.graphical.domain import Compression, compress_on_support
 from synth_assets.generators.graphical.inference import TreeMarginals, project_to_simplex
 from synth_assets.generators.independent import IndependentMarginals, IndependentSettings
+from synth_assets.generators.private_evolution import PrivateEvolution
+from synth_assets.pe.evolution import PEConfig
 from synth_assets.pe.generators import validate_candidates
 from synth_assets.privacy.accounting import epsilon_for_rho, rho_for_epsilon
 from synth_assets.privacy.ledger import BudgetExceeded, PrivacyLedger
@@ -80,8 +82,9 @@ def rdp_epsilon(plan, delta) -> float:
 # -------------------------------------------------------------------------------- plans and accounting
 
 
-@pytest.mark.parametrize("generator", [MST(), AIM(), AIM(AIMSettings(rounds=50, one_way_share=0.3))],
-                         ids=["mst", "aim", "aim-50-rounds"])
+@pytest.mark.parametrize("generator", [MST(), AIM(), AIM(AIMSettings(rounds=50, one_way_share=0.3)),
+                                       PrivateEvolution(PEConfig(iterations=3))],
+                         ids=["mst", "aim", "aim-50-rounds", "pe-on-mst"])
 @pytest.mark.parametrize(("epsilon", "delta"), [(0.5, 1e-6), (1.0, 1e-6), (4.0, 1e-5), (20.0, 1e-9)])
 def test_the_plan_composes_to_the_target_and_dp_accounting_agrees(tiny, generator, epsilon, delta):
     plan = generator.plan(tiny, epsilon, delta)

@@ -118,7 +118,7 @@ def test_sigma_grows_as_sqrt_T():
 
 
 def test_plan_budget_counts_prior_histograms_and_ignores_the_share_without_prior(tiny):
-    config = PEConfig(iterations=4, prior_share=0.5, **SMALL)
+    config = PEConfig(iterations=4, prior="marginals", prior_share=0.5, **SMALL)
     with_prior = plan_budget(tiny, 1.0, DELTA, config, with_prior=True)
     assert with_prior.prior_histograms == prior_histogram_count(tiny) == 8 + 2
     assert with_prior.iterations == 4
@@ -163,11 +163,11 @@ def test_rows_are_the_dp_estimate_of_n_or_as_configured(tiny, wide, encoder):
     M = result.noisy_votes.size
     assert abs(result.population.height - wide.height) <= 4 * math.sqrt(M) * result.sigma + 1
     # with a prior: its mean histogram total, whose noise is about sigma_prior (not sqrt(M) sigma)
-    for seed in (1, 3, 11):
-        result = run(tiny, wide, encoder, epsilon=1.0, iterations=1, seed=seed)
-        prior = result.releases[0]
-        assert prior.kind == "marginal_prior"
-        assert abs(result.population.height - wide.height) <= 4 * prior.sigma * math.sqrt(12) + 1
+    for seed, prior in ((1, "marginals"), (3, "marginals"), (11, "mst"), (12, "mst")):
+        result = run(tiny, wide, encoder, epsilon=1.0, iterations=1, seed=seed, prior=prior)
+        release = result.releases[0]
+        assert release.kind == {"marginals": "marginal_prior", "mst": "mst_prior"}[prior]
+        assert abs(result.population.height - wide.height) <= 4 * release.sigma * math.sqrt(12) + 1
     fixed = run(tiny, wide, encoder, epsilon=50.0, iterations=1, synthetic_rows=123)
     assert fixed.population.height == 123
 
@@ -184,7 +184,7 @@ def test_the_last_release_is_exact_votes_plus_recorded_noise(tiny, wide, encoder
 
 def test_releases_are_the_prior_and_one_histogram_per_round(tiny, wide, encoder):
     T = 3
-    result = run(tiny, wide, encoder, epsilon=1.0, iterations=T)
+    result = run(tiny, wide, encoder, epsilon=1.0, iterations=T, prior="marginals")
     budget = result.budget
     assert [r.kind for r in result.releases] == ["marginal_prior"] + ["nn_histogram"] * T
     assert [r.iteration for r in result.releases] == list(range(T + 1))
@@ -314,10 +314,13 @@ def test_an_interrupted_run_resumes_from_the_last_complete_round(tiny, wide, enc
     np.testing.assert_array_equal(resumed.noisy_votes, uninterrupted.noisy_votes)
 
 
-def test_checkpoints_hold_no_exact_vote_counts(tiny, wide, encoder, tmp_path):
-    run(tiny, wide, encoder, iterations=2, checkpoints=tmp_path)
+@pytest.mark.parametrize("prior", ["marginals", "mst"])
+def test_checkpoints_hold_no_exact_vote_counts(tiny, wide, encoder, tmp_path, prior):
+    run(tiny, wide, encoder, iterations=2, checkpoints=tmp_path, prior=prior)
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["prior.json", "round_001.json", "round_001.parquet", "round_002.json", "round_002.parquet"]
+    assert files == [
+        "prior.json", "prior.parquet", "round_001.json", "round_001.parquet", "round_002.json", "round_002.parquet"
+    ]
     for path in tmp_path.rglob("round_*.parquet"):
         frame = pl.read_parquet(path)
         noisy = frame["__noisy_votes"].to_numpy()
@@ -329,8 +332,11 @@ def test_checkpoints_hold_no_exact_vote_counts(tiny, wide, encoder, tmp_path):
         assert set(json.loads(path.read_text())) == {
             "kind", "iteration", "sigma", "histograms", "seed", "bins", "weighted_bins"
         }
-    prior = json.loads(next(tmp_path.rglob("prior.json")).read_text())["prior"]
-    values = np.concatenate([np.asarray(v) for group in ("columns", "presence") for v in prior[group].values()])
+    stored = pl.read_parquet(next(tmp_path.rglob("prior.parquet")))
+    if prior == "marginals":
+        values = stored["noisy_count"].to_numpy()
+    else:  # the model's marginals, fitted to noisy measurements
+        values = np.concatenate(stored.filter(pl.col("part") == "marginal")["values"].to_list())
     positive = values[values > 0]
     assert positive.size and np.mean(positive == np.round(positive)) < 0.01
 

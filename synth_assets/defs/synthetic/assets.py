@@ -39,6 +39,7 @@ from synth_assets.pe.evolution import CheckpointStore, Release
 from synth_assets.pe.generators import validate_candidates
 from synth_assets.pe.llm.resource import LLMResource
 from synth_assets.pe.marginal_prior import MarginalPrior
+from synth_assets.pe.priors import Prior, prior_from_frame
 from synth_assets.privacy.ledger import PrivacyLedger
 from synth_assets.privacy.releases import (
     PartitionPlan,
@@ -78,8 +79,8 @@ def _epsilon(context: dg.AssetExecutionContext) -> float:
     return float(context.partition_key)
 
 
-def _prior_or_none(frame: pl.DataFrame) -> MarginalPrior | None:
-    return MarginalPrior.from_frame(frame) if frame.height else None
+def _prior_or_none(frame: pl.DataFrame) -> Prior | None:
+    return prior_from_frame(frame)
 
 
 def _release_metadata(release: Release) -> dict:
@@ -256,9 +257,10 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         deps=[RELEASE_PLAN_KEY],
         group_name=SYNTHETIC_GROUP,
         description=(
-            "DP release 1 of Private Evolution: noisy 1-way marginals of every column over its public "
-            "bins and the noisy share of entities present in each reporting table. Empty when "
-            "prior_share is 0."
+            "DP releases of Private Evolution's prior: by default an MST graphical model (noisy 1-way "
+            "marginals, a tree of pairs chosen by the exponential mechanism, the noisy pair marginals), "
+            "stored as its arrays; with prior 'marginals', noisy 1-way marginals and the noisy share of "
+            "entities present in each reporting table. Empty when prior_share is 0."
         ),
         **common,
     )
@@ -272,7 +274,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         partition = _Partition(context, dataset, pe, llm, duckdb, wide_table, [private_evolution])
         plan = partition.plan.generators[private_evolution]
         config = pe.config()
-        if plan.release("marginal_prior") is None:
+        if not partition.generators[private_evolution].has_prior(plan):
             context.add_output_metadata({"epsilon": plan.epsilon, "prior_share": 0.0, "histograms": 0})
             return MarginalPrior(columns={}, presence={}, sigma=1.0, seed=config.seed).to_frame()
         partition.charged(private_evolution)
@@ -284,6 +286,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
             {
                 "epsilon": plan.epsilon,
                 "delta": plan.delta,
+                "prior": config.prior,
                 "prior_share": config.prior_share,
                 "sigma": round(release.sigma, 4),
                 "histograms": prior.histograms,

@@ -49,6 +49,20 @@ SELECTION = "mst_selection"
 TWO_WAY = "mst_two_way"
 
 
+def mst_releases(d: int, rho: float, one_way_share: float = 1.0 / 3.0) -> tuple[PlannedRelease, ...]:
+    """MST's releases on d columns spending exactly ``rho``: ``one_way_share`` of it on the 1-way marginals
+    (a third in the paper), the rest split evenly between the selections and the pairs; all of it on
+    1-way when d = 1."""
+    if d == 1:
+        return (PlannedRelease(ONE_WAY, sigma_for_rho(rho, 1), 1),)
+    rest = (1.0 - one_way_share) * rho / 2.0
+    return (
+        PlannedRelease(ONE_WAY, sigma_for_rho(one_way_share * rho, d), d),
+        PlannedRelease.exponential(SELECTION, em_epsilon_for_rho(rest, d - 1), d - 1),
+        PlannedRelease(TWO_WAY, sigma_for_rho(rest, d - 1), d - 1),
+    )
+
+
 class MSTSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -72,17 +86,7 @@ class MST:
         return f"MST({self.settings!r})"
 
     def plan(self, dataset: Dataset, epsilon: float, delta: float) -> GeneratorPlan:
-        d = len(dataset.spec.modelled_columns)
-        rho = calibrate_rho(epsilon, delta)
-        if d == 1:
-            releases = (PlannedRelease(ONE_WAY, sigma_for_rho(rho, 1), 1),)
-        else:
-            third = rho / 3.0
-            releases = (
-                PlannedRelease(ONE_WAY, sigma_for_rho(third, d), d),
-                PlannedRelease.exponential(SELECTION, em_epsilon_for_rho(third, d - 1), d - 1),
-                PlannedRelease(TWO_WAY, sigma_for_rho(third, d - 1), d - 1),
-            )
+        releases = mst_releases(len(dataset.spec.modelled_columns), calibrate_rho(epsilon, delta))
         return GeneratorPlan(
             generator=self.name,
             epsilon=epsilon,

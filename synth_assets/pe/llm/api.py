@@ -39,7 +39,6 @@ import polars as pl
 from synth_assets.datasets.loading import Dataset
 from synth_assets.pe.generators import (
     CandidateAPI,
-    OfflineGenerator,
     candidate_schema,
     mutation_rate,
     validate_candidates,
@@ -109,12 +108,9 @@ class LLMCandidateAPI:
         self.settings = settings
         self.schema = candidate_schema(dataset)
         if fallback is None:
-            if prior is not None:
-                from synth_assets.pe.marginal_prior import MarginalPriorGenerator
+            from synth_assets.pe.priors import prior_api
 
-                fallback = MarginalPriorGenerator(dataset, prior)
-            else:
-                fallback = OfflineGenerator(dataset)
+            fallback = prior_api(dataset, prior)
         self.fallback = fallback
         self.log = log or (lambda message: None)
         self.store = ResultStore(settings.cache_path() / dataset.name)
