@@ -11,6 +11,9 @@ _LAZY = {  # imported on first use: the generators bring numba and the nearest-n
     "PrivateEvolution": "synth_assets.generators.private_evolution",
     "PEConfig": "synth_assets.pe.evolution",
     "IndependentMarginals": "synth_assets.generators.independent",
+    "evaluate": "synth_assets.evaluation.report",
+    "EvaluationReport": "synth_assets.evaluation.report",
+    "split_holdout": "synth_assets.evaluation.holdout",
 }
 
 
@@ -25,6 +28,7 @@ def __getattr__(name: str):
 __all__ = [
     "Dataset",
     "DatasetError",
+    "EvaluationReport",
     "IndependentMarginals",
     "PEConfig",
     "PrivateEvolution",
@@ -32,8 +36,10 @@ __all__ = [
     "Synthesis",
     "compare",
     "decompose",
+    "evaluate",
     "load_dataset",
     "pass_rate",
     "run_workload",
+    "split_holdout",
     "synthesize",
 ]

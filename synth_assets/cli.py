@@ -86,6 +86,29 @@ def _epsilon(text: str) -> float:
     return value
 
 
+def _print_evaluation(summaries: list[dict]) -> None:
+    rows = [(s["epsilon"], row) for s in summaries for row in s.get("evaluation", [])]
+    if not rows:
+        return
+    print()
+    header = (f"{'epsilon':>8} {'generator':<22} {'verdict':<8} {'copies':>7} {'holdout':>7} {'dcr':>6} "
+              f"{'mia auc':>8} {'bound':>6} {'audit':<6}")
+    print(header)
+    print("-" * len(header))
+    for epsilon, row in rows:
+        print(f"{epsilon:>8g} {row['generator']:<22} {row['verdict']:<8} {_share(row['exact_copies_training'])} "
+              f"{_share(row['exact_copies_holdout'])} {_share(row['dcr_share_closer_to_training'], 6)} "
+              f"{_share(row['mia_auc'], 8)} {_share(row['dp_auc_bound'], 6)} {row['dp_audit']:<6}")
+    print("against the holdout no generator saw: copies / holdout: share of synthetic rows identical to a")
+    print("training / holdout row; dcr: share closer to training than to holdout (0.5: no leak); mia auc: a")
+    print("membership attack, audited against the bound (epsilon, delta)-DP allows. HTML reports:")
+    print(f"  {Path(rows[0][1]['report']).parent.parent}")
+
+
+def _share(value, width: int = 7) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.3f}"
+
+
 def _print_table(summaries: list[dict], real_seconds: float) -> None:
     print(f"real half materialized in {real_seconds:.1f} s")
     header = (
@@ -105,6 +128,7 @@ def _print_table(summaries: list[dict], real_seconds: float) -> None:
     print("tvd1/2/3: mean TVD to the real table over all 1-, 2- and 200 sampled 3-way marginals (lower is")
     print("better); pass: share of workload queries that pass; pass/m: share of value metrics that pass;")
     print("independent_marginals: the reference, every column drawn from its DP 1-way marginal.")
+    _print_evaluation(summaries)
     last = summaries[-1]["privacy"] if summaries else None
     if last:
         budget = last["dataset_budget_epsilon"]

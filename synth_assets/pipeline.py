@@ -15,6 +15,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset, DatasetError
 from synth_assets.datasets.spec import SPEC_FILENAME
+from synth_assets.defs.evaluation.assets import PRIVACY_RISK_KEY
 from synth_assets.defs.graph import build_assets, build_checks, build_resources
 from synth_assets.defs.real.assets import build_real_assets, wide_key
 from synth_assets.defs.synthetic.assets import (
@@ -106,7 +107,8 @@ def run_pipeline(
         )
     instance = instance or dg.DagsterInstance.ephemeral()
     real_keys = [key for a in build_real_assets(dataset_for_run) for key in a.keys]
-    synthetic_keys = [RELEASE_PLAN_KEY, *(key for name in chosen for key in branches[name]), SCORES_KEY]
+    synthetic_keys = [RELEASE_PLAN_KEY, *(key for name in chosen for key in branches[name]), SCORES_KEY,
+                      PRIVACY_RISK_KEY]
 
     started = time.perf_counter()
     result = dg.materialize(
@@ -127,9 +129,13 @@ def run_pipeline(
         raise_on_failure(result)
         seconds = time.perf_counter() - started
         scores = result.output_for_node("synthetic__benchmark_scores")
-        summaries.append(
-            _summary(dataset, epsilon, n_real, seconds, scores, result)
-        )
+        summary = _summary(dataset, epsilon, n_real, seconds, scores, result)
+        evaluation = result.output_for_node("evaluation__privacy_risk")
+        summary["evaluation"] = [
+            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in evaluation.iter_rows(named=True)
+        ]
+        summaries.append(summary)
     return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds)
 
 

@@ -344,6 +344,15 @@ class Privacy(_Strict):
     budget_epsilon: float | None = Field(
         default=None, gt=0, description="Total epsilon that may be spent on this dataset."
     )
+    holdout_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        le=0.5,
+        description="Share of the entities kept out of every generator's input, to evaluate privacy risk "
+        "and utility against (chosen by a seeded hash of the entity key). 0: no holdout; the metrics that "
+        "need one then say 'not available'.",
+    )
+    holdout_seed: int = Field(default=0, ge=0, description="Seed of the hash that chooses the holdout.")
 
     @field_validator("delta", mode="before")
     @classmethod

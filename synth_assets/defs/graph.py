@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from synth_assets.datasets.loading import Dataset, configured_dataset_dir, load_dataset
+from synth_assets.defs.evaluation.assets import build_evaluation_assets
 from synth_assets.defs.real.assets import build_real_assets
 from synth_assets.defs.real.checks import build_real_checks
 from synth_assets.defs.synthetic.assets import build_synthetic_assets
@@ -41,7 +42,7 @@ def build_resources(
 
 
 def build_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
-    return [*build_real_assets(dataset), *build_synthetic_assets(dataset)]
+    return [*build_real_assets(dataset), *build_synthetic_assets(dataset), *build_evaluation_assets(dataset)]
 
 
 def build_checks(dataset: Dataset) -> list[dg.AssetChecksDefinition]:
@@ -50,7 +51,7 @@ def build_checks(dataset: Dataset) -> list[dg.AssetChecksDefinition]:
 
 def build_definitions(dataset: Dataset | None = None, **resource_options) -> dg.Definitions:
     dataset = dataset or load_dataset(configured_dataset_dir())
-    synthetic = build_synthetic_assets(dataset)
+    synthetic = [*build_synthetic_assets(dataset), *build_evaluation_assets(dataset)]
     job = build_epsilon_grid_job()
     return dg.Definitions(
         assets=[*build_real_assets(dataset), *synthetic],

@@ -185,6 +185,14 @@ def synthetic_keys(dataset: Dataset, rows: int, prefix: str) -> pl.Series:
     )
 
 
+def entity_rows(dataset: Dataset, training_estimate: float) -> int:
+    """Rows of a synthetic table that stands for every entity, made from the training entities only: the
+    model's DP estimate of their number scaled up by the public holdout fraction (post-processing)."""
+    if not math.isfinite(training_estimate):
+        return 1
+    return max(1, round(training_estimate / (1.0 - dataset.spec.privacy.holdout_fraction)))
+
+
 def as_wide_table(dataset: Dataset, rows: pl.DataFrame, prefix: str) -> pl.DataFrame:
     """Synthetic modelled columns with fresh keys, in the wide table's column order."""
     return rows.with_columns(synthetic_keys(dataset, rows.height, prefix)).select(

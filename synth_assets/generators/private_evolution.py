@@ -12,6 +12,7 @@ offline generator: a paid API would be asked for ``reference_points`` records.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,13 @@ class PEModel:
     resumed: int = 0
     api: dict = field(default_factory=dict)
     generation: dict = field(default_factory=dict)
+
+    @property
+    def n_estimate(self) -> float:
+        """A DP estimate of the number of input entities: the prior's, else the noisy vote total."""
+        if self.prior is not None and math.isfinite(self.prior.n_estimate):
+            return float(self.prior.n_estimate)
+        return max(float(self.noisy_votes.sum()), 0.0)
 
 
 def offline_api(dataset: Dataset, prior: Prior | None) -> CandidateAPI:

@@ -10,6 +10,7 @@ import polars as pl
 
 from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.loading import Dataset
+from synth_assets.evaluation.holdout import split_holdout
 from synth_assets.datasets.sources import read_source
 from synth_assets.resources import DatasetResource
 from synth_assets.tables.build import (
@@ -37,6 +38,8 @@ def wide_key(dataset: Dataset) -> dg.AssetKey:
 
 
 BENCHMARK_ANSWERS_KEY = dg.AssetKey(["real", "benchmark_answers"])
+TRAINING_KEY = dg.AssetKey(["real", "training"])
+HOLDOUT_KEY = dg.AssetKey(["real", "holdout"])
 
 
 def _named_ins(prefix: str, keys: dict[str, dg.AssetKey]) -> dict[str, dg.AssetIn]:
@@ -114,8 +117,8 @@ def _wide_asset(dataset: Dataset) -> dg.AssetsDefinition:
         kinds=_kinds(),
         description=(
             f"The wide table: one row per {spec.entity.name}, {len(spec.wide_table.columns)} columns "
-            "conformed to the spec's public domain (categories mapped, numerics clipped). The private "
-            "input of every generator."
+            "conformed to the spec's public domain (categories mapped, numerics clipped). Split into "
+            "training (the generators' input) and holdout."
         ),
     )
     def _wide(context: dg.AssetExecutionContext, **inputs: pl.DataFrame) -> pl.DataFrame:
@@ -140,6 +143,35 @@ def _wide_asset(dataset: Dataset) -> dg.AssetsDefinition:
         return wide
 
     return _wide
+
+
+def _split_assets(dataset: Dataset) -> dg.AssetsDefinition:
+    privacy = dataset.spec.privacy
+
+    @dg.multi_asset(
+        outs={
+            "training": dg.AssetOut(
+                key=TRAINING_KEY, group_name=REAL_GROUP, kinds=_kinds(),
+                description="The wide table's training entities: the only input of every generator.",
+            ),
+            "holdout": dg.AssetOut(
+                key=HOLDOUT_KEY, group_name=REAL_GROUP, kinds=_kinds(),
+                description=(
+                    f"The holdout: {privacy.holdout_fraction:.0%} of the entities, chosen by a hash of the "
+                    f"entity key seeded {privacy.holdout_seed}, never given to a generator; the privacy "
+                    "risk and utility of every synthetic table are measured against it."
+                ),
+            ),
+        },
+        ins={"wide": dg.AssetIn(key=wide_key(dataset))},
+    )
+    def training_and_holdout(context: dg.AssetExecutionContext, wide: pl.DataFrame):
+        training, holdout = split_holdout(dataset, wide)
+        split = {"holdout_fraction": privacy.holdout_fraction, "holdout_seed": privacy.holdout_seed}
+        yield dg.Output(training, "training", metadata={"entities": training.height, **split})
+        yield dg.Output(holdout, "holdout", metadata={"entities": holdout.height, **split})
+
+    return training_and_holdout
 
 
 def _benchmark_answers_asset(dataset: Dataset) -> dg.AssetsDefinition:
@@ -184,5 +216,6 @@ def build_real_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         *(_source_asset(dataset, name) for name in dataset.spec.sources),
         *(_reporting_asset(dataset, table) for table in dataset.spec.reporting_tables),
         _wide_asset(dataset),
+        _split_assets(dataset),
         _benchmark_answers_asset(dataset),
     ]

@@ -23,14 +23,14 @@ from dagster_duckdb import DuckDBResource
 
 from synth_assets.benchmark.compare import scores_markdown
 from synth_assets.datasets.loading import Dataset
-from synth_assets.defs.real.assets import BENCHMARK_ANSWERS_KEY, wide_key
+from synth_assets.defs.real.assets import BENCHMARK_ANSWERS_KEY, TRAINING_KEY, wide_key
 from synth_assets.evaluation.leaderboard import leaderboard, leaderboard_markdown, score_generator
 from synth_assets.evaluation.plots import (
     epsilon_curve_png,
     marginals_png,
     markdown_image,
 )
-from synth_assets.generators.base import Generator
+from synth_assets.generators.base import Generator, entity_rows
 from synth_assets.generators.private_evolution import PEModel, PrivateEvolution, generation_metadata
 from synth_assets.generators.registry import REFERENCE, make_generator
 from synth_assets.io_managers import PARTITION_COLUMN, read_frame
@@ -188,7 +188,7 @@ class _Partition:
         require_charged(self.ledger, self.plan, generator)
 
 
-def _read_partition(duckdb: DuckDBResource, key: dg.AssetKey, partition: str) -> pl.DataFrame | None:
+def read_partition(duckdb: DuckDBResource, key: dg.AssetKey, partition: str) -> pl.DataFrame | None:
     """A branch's table for one partition, or None if that partition was not materialized."""
     schema, table = key.path[-2], key.path[-1]
     with duckdb.get_connection() as connection:
@@ -209,7 +209,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=RELEASE_PLAN_KEY,
-        ins={"wide_table": dg.AssetIn(key=wide)},
+        ins={"wide_table": dg.AssetIn(key=TRAINING_KEY)},
         group_name=SYNTHETIC_GROUP,
         description=(
             "Every DP release of this partition (each generator the run materializes, the reference "
@@ -253,7 +253,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=DP_PRIOR_KEY,
-        ins={"wide_table": dg.AssetIn(key=wide)},
+        ins={"wide_table": dg.AssetIn(key=TRAINING_KEY)},
         deps=[RELEASE_PLAN_KEY],
         group_name=SYNTHETIC_GROUP,
         description=(
@@ -332,7 +332,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=DP_HISTOGRAM_KEY,
         ins={
-            "wide_table": dg.AssetIn(key=wide),
+            "wide_table": dg.AssetIn(key=TRAINING_KEY),
             "pool": dg.AssetIn(key=CANDIDATE_POOL_KEY),
             "prior": dg.AssetIn(key=DP_PRIOR_KEY),
         },
@@ -414,7 +414,9 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
             weights=votes["weight"].to_numpy(),
             releases=[],
         )
-        population = generator.sample(dataset, model)
+        population = generator.sample(
+            dataset, model, rows=pe.config().synthetic_rows or entity_rows(dataset, model.n_estimate)
+        )
         context.add_output_metadata(
             {"epsilon": _epsilon(context), "rows": population.height, "output": pe.config().output}
         )
@@ -440,7 +442,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
 
         @dg.asset(
             key=population_key(name),
-            ins={"wide_table": dg.AssetIn(key=wide)},
+            ins={"wide_table": dg.AssetIn(key=TRAINING_KEY)},
             deps=[RELEASE_PLAN_KEY],
             group_name=group,
             description=(
@@ -467,7 +469,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
                 checkpoints=partition.plan.checkpoints(partition.checkpoint_root, name), log=context.log.info,
             )
             fitted = time.perf_counter()
-            rows = generator.sample(dataset, model)
+            rows = generator.sample(dataset, model, rows=entity_rows(dataset, model.n_estimate))
             context.add_output_metadata(
                 {
                     "generator": name,
@@ -525,7 +527,7 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         epsilon = _epsilon(context)
         populations = {
             name: frame for name in configured
-            if (frame := _read_partition(duckdb, population_key(name), context.partition_key)) is not None
+            if (frame := read_partition(duckdb, population_key(name), context.partition_key)) is not None
         }
         if not populations:
             raise ValueError(

@@ -15,6 +15,7 @@ import yaml
 from synth_assets.datasets.loading import load_dataset
 from synth_assets.defs.graph import build_assets, build_resources
 from synth_assets.defs.real.assets import build_real_assets
+from synth_assets.evaluation.holdout import split_holdout
 from synth_assets.generators.private_evolution import PrivateEvolution
 from synth_assets.privacy.ledger import PrivacyLedger
 from synth_assets.privacy.releases import synthesize
@@ -144,8 +145,10 @@ def test_the_sdk_and_the_graph_make_the_same_releases_and_the_same_population(ti
         )
 
     wide = build_real_tables(dataset).wide  # built in memory, not read from the warehouse
+    training, _holdout = split_holdout(dataset, wide)  # the graph's generators see the training rows only
     sdk = synthesize(
-        dataset, PrivateEvolution(PrivateEvolutionResource(**SMALL).config()), 1.0, wide, ledger=ledger
+        dataset, PrivateEvolution(PrivateEvolutionResource(**SMALL).config()), 1.0, training, ledger=ledger,
+        rows=graph_population.height,  # the graph scales its rows up to every entity, holdout included
     )
     pe_recorded = recorded.filter(pl.col("kind") != "independent_marginals")
     assert sorted(r.identity for r in sdk.releases) == sorted(pe_recorded["identity"])

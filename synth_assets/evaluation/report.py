@@ -1,0 +1,113 @@
+"""One evaluation of a synthetic table: marginal fidelity beside the holdout, and privacy risk audited
+against the DP bound. ``evaluate`` is the SDK entry point; the report is JSON-ready and writes a
+self-contained HTML file."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from synth_assets.datasets.loading import Dataset
+from synth_assets.evaluation.marginals import mean_tvd
+from synth_assets.evaluation.privacy_risk import AMBER, GREEN, NOT_AVAILABLE, RED, PrivacyRisk, privacy_risk
+
+FIDELITY_AMBER = 1.5  # synthetic TVD over the holdout's: above this amber, above twice it red
+_COLOURS = {GREEN: "#2e7d32", AMBER: "#ef6c00", RED: "#c62828", NOT_AVAILABLE: "#757575"}
+
+
+@dataclass
+class EvaluationReport:
+    dataset: str
+    epsilon: float | None
+    delta: float | None
+    rows: dict
+    fidelity: dict
+    privacy: PrivacyRisk
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {self.fidelity["verdict"], self.privacy.verdict}
+        return next((v for v in (RED, AMBER, GREEN) if v in verdicts), NOT_AVAILABLE)
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "epsilon": self.epsilon, "delta": self.delta, "verdict": self.verdict,
+                "rows": self.rows, "fidelity": self.fidelity, "privacy": self.privacy.to_dict()}
+
+    def to_html(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(_html(self.to_dict()))
+        return path
+
+
+def evaluate(
+    dataset: Dataset,
+    training: pl.DataFrame,
+    holdout: pl.DataFrame,
+    synthetic: pl.DataFrame,
+    *,
+    epsilon: float | None,
+    delta: float | None = None,
+    seed: int = 0,
+) -> EvaluationReport:
+    """Evaluate ``synthetic`` (a wide table) made from ``training`` only, against ``holdout`` rows the
+    generator never saw. ``epsilon`` / ``delta``: the guarantee the table claims (None: none), which the
+    membership attack is audited against."""
+    synthetic_tvd = mean_tvd(dataset, training, synthetic, three_way=True)
+    fidelity: dict = {"synthetic_vs_training": synthetic_tvd}
+    if holdout.height:
+        holdout_tvd = mean_tvd(dataset, training, holdout, three_way=True)
+        fidelity["holdout_vs_training"] = holdout_tvd
+        ratio = max(synthetic_tvd[k] / holdout_tvd[k] if holdout_tvd[k] > 0 else math.inf for k in synthetic_tvd)
+        fidelity["worst_ratio_to_holdout"] = ratio
+        fidelity["verdict"] = GREEN if ratio <= FIDELITY_AMBER else AMBER if ratio <= 2 * FIDELITY_AMBER else RED
+    else:
+        fidelity["holdout_vs_training"] = None
+        fidelity["verdict"] = NOT_AVAILABLE
+    risk = privacy_risk(dataset, training, holdout, synthetic, epsilon=epsilon, delta=delta, seed=seed)
+    rows = {"training": training.height, "holdout": holdout.height, "synthetic": synthetic.height}
+    return EvaluationReport(dataset.name, epsilon, delta, rows, fidelity, risk)
+
+
+def _badge(verdict: str) -> str:
+    return (f'<span style="background:{_COLOURS[verdict]};color:white;padding:2px 8px;border-radius:4px">'
+            f"{html.escape(verdict)}</span>")
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{_number(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _html(report: dict) -> str:
+    privacy = report["privacy"]
+    fidelity = report["fidelity"]
+    sections = [f"<h1>{html.escape(report['dataset'])}: evaluation {_badge(report['verdict'])}</h1>",
+                f"<p>epsilon {_number(report['epsilon'])}, delta {_number(report['delta'])}; rows: "
+                + ", ".join(f"{k} {v}" for k, v in report["rows"].items()) + "</p>",
+                f"<h2>Marginal fidelity {_badge(fidelity['verdict'])}</h2>"]
+    holdout = fidelity.get("holdout_vs_training") or {}
+    sections.append("<table><tr><th>mean TVD</th><th>synthetic vs training</th><th>holdout vs training</th></tr>"
+                    + "".join(f"<tr><td>{k}</td><td>{_number(v)}</td><td>{_number(holdout.get(k, math.nan))}</td></tr>"
+                              for k, v in fidelity["synthetic_vs_training"].items()) + "</table>")
+    sections.append(f"<h2>Privacy risk {_badge(privacy['verdict'])}</h2>")
+    for title, key in (("Exact copies", "exact_copies"), ("Distance to closest record", "dcr"),
+                       ("Membership inference", "membership_inference"), ("Audit against the DP bound", "dp_audit")):
+        part = privacy[key]
+        flat = [(k, v) for k, v in part.items() if k not in ("verdict", "roc", "histogram") and not isinstance(v, dict)]
+        sections.append(f"<h3>{title} {_badge(part['verdict'])}</h3>" + _table(flat))
+    sections.append("<details><summary>JSON</summary><pre>" + html.escape(json.dumps(report, indent=1)) + "</pre></details>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}"
+             "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report['dataset'])} evaluation"
+            f"</title><style>{style}</style></head><body>{''.join(sections)}</body></html>")

@@ -1,0 +1,173 @@
+"""Privacy risk against a holdout: hand-computed metrics, the DP bound, leaky controls flagged red and a
+DP release not, and the audit tripped by a mechanism that publishes its input."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from synth_assets import evaluate, split_holdout
+from synth_assets.datasets.spec import NumericColumn
+from synth_assets.evaluation.privacy_risk import (
+    GREEN,
+    RED,
+    dcr_share,
+    dp_auc_bound,
+    dp_tpr_bound,
+    exact_copy_share,
+    roc_auc,
+    tpr_at_fpr,
+)
+from synth_assets.datasets.loading import load_dataset
+from synth_assets.generators.independent import IndependentMarginals
+from synth_assets.generators.private_evolution import PrivateEvolution
+from synth_assets.tables.build import build_real_tables
+from synth_assets.pe.encoding import build_encoder
+from synth_assets.privacy.releases import synthesize
+
+DELTA = 1e-6
+
+
+# ------------------------------------------------------------------------------------- the bound
+
+
+@pytest.mark.parametrize(("epsilon", "expected"), [(0.5, 0.6225), (1.0, 0.7311), (2.0, 0.8808), (4.0, 0.9820)])
+def test_the_auc_bound_of_pure_dp_is_e_eps_over_one_plus_e_eps(epsilon, expected):
+    assert dp_auc_bound(epsilon, 0.0) == pytest.approx(math.exp(epsilon) / (1 + math.exp(epsilon)), abs=1e-9)
+    assert dp_auc_bound(epsilon, 0.0) == pytest.approx(expected, abs=1e-4)
+
+
+def test_delta_loosens_the_bound_and_the_tpr_bound_has_its_two_lines():
+    assert dp_auc_bound(1.0, 1e-3) > dp_auc_bound(1.0, 1e-6) > dp_auc_bound(1.0, 0.0)
+    assert dp_auc_bound(50.0, 0.0) == pytest.approx(1.0, abs=1e-9)
+    assert float(dp_tpr_bound(0.0, 1.0, 1e-3)) == pytest.approx(1e-3)
+    assert float(dp_tpr_bound(0.01, 1.0, 0.0)) == pytest.approx(math.e * 0.01)
+    assert float(dp_tpr_bound(0.9, 1.0, 0.0)) == pytest.approx(1 - 0.1 / math.e)
+    # a grid integral of the curve agrees with the exact one
+    grid = np.linspace(0, 1, 200_001)
+    assert np.trapezoid(dp_tpr_bound(grid, 1.3, 1e-2), grid) == pytest.approx(dp_auc_bound(1.3, 1e-2), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------- hand computations
+
+
+def test_metrics_match_hand_computations():
+    assert dcr_share(np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0, 5.0])) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert roc_auc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert roc_auc(np.array([1.0, 3.0]), np.array([1.0, 2.0])) == pytest.approx((0.5 + 0 + 1 + 1) / 4)
+    members, nonmembers = np.arange(100, 200, dtype=float), np.arange(0, 100, dtype=float)
+    assert tpr_at_fpr(members, nonmembers, 0.01) == 1.0
+    assert tpr_at_fpr(nonmembers, members, 0.10) == 0.0
+
+
+def test_exact_copies_compare_every_modelled_column(tiny, wide):
+    encoder = build_encoder(tiny)
+    rows = wide.head(10)
+    changed = rows.with_columns(pl.when(pl.int_range(10) < 3).then(pl.lit("zz-unknown-never")).otherwise(
+        pl.lit(None)).alias("__ignored"))  # a column the encoder does not read changes nothing
+    assert exact_copy_share(encoder.encode(changed), encoder.encode(rows)) == 1.0
+    numeric = next(c.wide_name for c in tiny.spec.modelled_columns if isinstance(c, NumericColumn))
+    moved = rows.with_columns((pl.col(numeric) + pl.when(pl.int_range(10) < 4).then(1).otherwise(0)).alias(numeric))
+    share = exact_copy_share(encoder.encode(moved), encoder.encode(rows))
+    assert share == pytest.approx(0.6, abs=0.1)  # 4 rows moved (a moved row may equal another row)
+
+
+# ------------------------------------------------------------------------------- controls
+
+
+@pytest.fixture(scope="module")
+def halves(tiny, wide):
+    spec = tiny.spec.model_copy(update={"privacy": tiny.spec.privacy.model_copy(update={"holdout_fraction": 0.5})})
+    dataset = dataclasses.replace(tiny, spec=spec)
+    training, holdout = split_holdout(dataset, wide)
+    return dataset, training, holdout
+
+
+@pytest.fixture(scope="module")
+def players():
+    """The embedded dataset split by its spec (holdout 0.2): 68 columns, few duplicate rows."""
+    dataset = load_dataset()
+    training, holdout = split_holdout(dataset, build_real_tables(dataset).wide)
+    return dataset, training, holdout
+
+
+def test_the_split_is_deterministic_disjoint_and_close_to_the_fraction(halves, wide):
+    dataset, training, holdout = halves
+    key = dataset.spec.entity.key
+    assert training.height + holdout.height == wide.height
+    assert set(training[key]).isdisjoint(set(holdout[key]))
+    assert abs(holdout.height / wide.height - 0.5) < 0.1
+    again_training, _ = split_holdout(dataset, wide.reverse())
+    assert set(again_training[key]) == set(training[key])
+
+
+def test_a_copy_of_the_training_rows_is_red_everywhere_and_trips_the_dp_audit(players):
+    dataset, training, holdout = players
+    report = evaluate(dataset, training, holdout, training, epsilon=1.0, delta=DELTA)
+    risk = report.privacy.to_dict()
+    # a quarter of the copies meet the training rows compared (as many as the holdout's), none the holdout
+    assert risk["exact_copies"]["verdict"] == RED
+    assert risk["exact_copies"]["training_share"] > 0.2 > 0.01 > risk["exact_copies"]["holdout_share"]
+    assert risk["dcr"]["verdict"] == RED and risk["dcr"]["p_value"] < 1e-10
+    assert risk["membership_inference"]["auc"] > 0.85
+    assert risk["dp_audit"]["verdict"] == RED and "broken" in risk["dp_audit"]["finding"]
+    assert report.verdict == RED
+
+
+def test_training_rows_with_small_noise_are_red_too(players):
+    dataset, training, holdout = players
+    rng = np.random.default_rng(0)
+    jitter = []
+    for column in dataset.spec.modelled_columns:
+        if isinstance(column, NumericColumn):
+            width = (column.max - column.min) * 0.001
+            noise = pl.Series(rng.uniform(-width, width, training.height))
+            jittered = (training[column.wide_name].cast(pl.Float64) + noise).clip(column.min, column.max)
+            if column.type == "integer":
+                jittered = jittered.round().cast(pl.Int64)
+            jitter.append(jittered.alias(column.wide_name))
+    noisy = training.with_columns(jitter)
+    risk = evaluate(dataset, training, holdout, noisy, epsilon=1.0, delta=DELTA).privacy.to_dict()
+    assert risk["dcr"]["verdict"] == RED
+    assert risk["membership_inference"]["verdict"] == RED
+    assert risk["dp_audit"]["verdict"] == RED
+
+
+def test_a_dp_release_from_training_only_is_not_flagged(players):
+    dataset, training, holdout = players
+    synthetic = synthesize(dataset, IndependentMarginals(), 1.0, training, delta=DELTA, ledger=None).population
+    _assert_not_flagged(evaluate(dataset, training, holdout, synthetic, epsilon=1.0, delta=DELTA))
+
+
+@pytest.mark.slow
+def test_the_default_private_evolution_release_is_not_flagged(players):
+    dataset, training, holdout = players
+    synthetic = synthesize(dataset, PrivateEvolution(), 1.0, training, delta=DELTA, ledger=None).population
+    report = evaluate(dataset, training, holdout, synthetic, epsilon=1.0, delta=DELTA)
+    _assert_not_flagged(report)
+    assert report.fidelity["synthetic_vs_training"]["tvd_2way"] < 0.1
+
+
+def _assert_not_flagged(report):
+    risk = report.privacy.to_dict()
+    assert risk["dp_audit"]["verdict"] == GREEN
+    assert risk["membership_inference"]["auc_ci95"][0] < dp_auc_bound(1.0, DELTA)
+    assert abs(risk["membership_inference"]["auc"] - 0.5) < 0.03
+    assert risk["exact_copies"]["verdict"] != RED and risk["dcr"]["verdict"] != RED
+    assert report.fidelity["holdout_vs_training"]["tvd_2way"] > 0
+
+
+def test_without_a_holdout_every_privacy_metric_says_not_available(halves, tmp_path):
+    dataset, training, _ = halves
+    report = evaluate(dataset, training, training.head(0), training, epsilon=1.0, delta=DELTA)
+    risk = report.privacy.to_dict()
+    assert {risk[k]["verdict"] for k in ("exact_copies", "dcr", "membership_inference", "dp_audit")} == {"not available"}
+    assert "holdout_fraction" in risk["notes"][0]
+    assert report.fidelity["verdict"] == "not available"
+    page = report.to_html(tmp_path / "report.html").read_text()
+    assert "not available" in page and "<table>" in page
