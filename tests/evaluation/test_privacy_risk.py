@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from synth_assets import evaluate, split_holdout
+from synth_assets.datasets.loading import load_dataset
 from synth_assets.datasets.spec import NumericColumn
 from synth_assets.evaluation.privacy_risk import (
     GREEN,
@@ -22,12 +23,11 @@ from synth_assets.evaluation.privacy_risk import (
     roc_auc,
     tpr_at_fpr,
 )
-from synth_assets.datasets.loading import load_dataset
 from synth_assets.generators.independent import IndependentMarginals
 from synth_assets.generators.private_evolution import PrivateEvolution
-from synth_assets.tables.build import build_real_tables
 from synth_assets.pe.encoding import build_encoder
 from synth_assets.privacy.releases import synthesize
+from synth_assets.tables.build import build_real_tables
 
 DELTA = 1e-6
 

@@ -10,8 +10,8 @@ import polars as pl
 
 from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.loading import Dataset
-from synth_assets.evaluation.holdout import split_holdout
 from synth_assets.datasets.sources import read_source
+from synth_assets.evaluation.holdout import split_holdout
 from synth_assets.resources import DatasetResource
 from synth_assets.tables.build import (
     build_reporting_table,
