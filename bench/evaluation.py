@@ -34,14 +34,14 @@ def measure(name: str, rows: int | None) -> dict:
     report = evaluate(dataset, training, holdout, synthetic, epsilon=1.0, delta=1e-6)
     seconds = time.perf_counter() - started
     return {"dataset": name, "rows": wide.height, "columns": len(dataset.spec.modelled_columns),
-            "seconds": round(seconds, 2), "verdict": report.verdict}
+            "seconds": round(seconds, 2), "privacy": report.privacy.verdict, "fidelity": report.fidelity["verdict"]}
 
 
 def main() -> None:
     results = [measure("lahman", None), measure("fertility", 100_000)]
     for r in results:
         print(f"{r['dataset']:<10} {r['rows']:>8} rows x {r['columns']:>3} columns: evaluate {r['seconds']:>6.1f} s "
-              f"({r['verdict']})")
+              f"(privacy {r['privacy']}, fidelity {r['fidelity']})")
     print(json.dumps(results))
 
 

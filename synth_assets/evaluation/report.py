@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset
+from synth_assets.evaluation.fidelity import fidelity_summary
 from synth_assets.evaluation.marginals import mean_tvd
 from synth_assets.evaluation.privacy_risk import AMBER, GREEN, NOT_AVAILABLE, RED, PrivacyRisk, privacy_risk
 
@@ -68,6 +69,7 @@ def evaluate(
     else:
         fidelity["holdout_vs_training"] = None
         fidelity["verdict"] = NOT_AVAILABLE
+    fidelity["columns_pairs_detection"] = fidelity_summary(dataset, training, synthetic, holdout, seed=seed)
     risk = privacy_risk(dataset, training, holdout, synthetic, epsilon=epsilon, delta=delta, seed=seed)
     rows = {"training": training.height, "holdout": holdout.height, "synthetic": synthetic.height}
     return EvaluationReport(dataset.name, epsilon, delta, rows, fidelity, risk)
@@ -100,6 +102,13 @@ def _html(report: dict) -> str:
     sections.append("<table><tr><th>mean TVD</th><th>synthetic vs training</th><th>holdout vs training</th></tr>"
                     + "".join(f"<tr><td>{k}</td><td>{_number(v)}</td><td>{_number(holdout.get(k, math.nan))}</td></tr>"
                               for k, v in fidelity["synthetic_vs_training"].items()) + "</table>")
+    detail = fidelity.get("columns_pairs_detection") or {}
+    if detail:
+        theirs = detail.get("holdout") or {}
+        sections.append("<table><tr><th>per column, per pair, detection</th><th>synthetic vs training</th>"
+                        "<th>holdout vs training</th></tr>"
+                        + "".join(f"<tr><td>{k}</td><td>{_number(v)}</td><td>{_number(theirs.get(k, math.nan))}</td></tr>"
+                                  for k, v in detail["synthetic"].items()) + "</table>")
     sections.append(f"<h2>Privacy risk {_badge(privacy['verdict'])}</h2>")
     for title, key in (("Exact copies", "exact_copies"), ("Distance to closest record", "dcr"),
                        ("Membership inference", "membership_inference"), ("Audit against the DP bound", "dp_audit")):
