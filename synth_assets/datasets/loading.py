@@ -49,7 +49,7 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         """Hash of what determines a release: the spec, SQL, queries and descriptions. The budget, the
-        epsilon grid and the list of generators are left out: they change no release, so partitions
+        epsilon grid, the list of generators and the evaluation targets are left out: they change no release, so partitions
         already paid for keep their identity in the ledger."""
         digest = hashlib.sha256()
         for relative in sorted(self.files):
@@ -59,6 +59,7 @@ class Dataset:
                 for planning_only in ("budget_epsilon", "epsilon_grid"):
                     settings["privacy"].pop(planning_only, None)
                 settings.pop("synthesis", None)  # which generators exist changes none's releases
+                settings.pop("evaluation", None)  # how tables are evaluated neither
                 content = json.dumps(settings, sort_keys=True)
             digest.update(relative.encode())
             digest.update(content.encode())

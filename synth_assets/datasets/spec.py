@@ -411,6 +411,19 @@ class Synthesis(_Strict):
         return value
 
 
+class Target(_Strict):
+    column: str = Field(description="A modelled wide-table column to predict from the others.")
+    task: Literal["classification", "regression"]
+
+
+class Evaluation(_Strict):
+    targets: list[Target] = Field(
+        default_factory=list,
+        description="ML utility: models trained on synthetic rows, tested on the holdout (TSTR), against "
+        "the same models trained on the training rows (TRTR).",
+    )
+
+
 # ------------------------------------------------------------------------------------------ the spec
 
 
@@ -431,6 +444,7 @@ class DatasetSpec(_Strict):
     )
     privacy: Privacy = Field(default_factory=Privacy)
     synthesis: Synthesis = Field(default_factory=Synthesis)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
 
     @field_validator("name")
     @classmethod
@@ -481,6 +495,15 @@ class DatasetSpec(_Strict):
                 f"wide_table must hold the entity key as an identifier column: "
                 f"add {{from: {population_key}, role: identifier}}"
             )
+        modelled = {c.wide_name: c for c in self.wide_table.columns if not isinstance(c, IdentifierColumn)}
+        for target in self.evaluation.targets:
+            if target.column not in modelled:
+                raise ValueError(
+                    f"evaluation.targets names {target.column!r}, which is not a modelled wide_table column "
+                    f"(one of {sorted(modelled)[:10]}...)"
+                )
+            if target.task == "regression" and not isinstance(modelled[target.column], NumericColumn):
+                raise ValueError(f"evaluation target {target.column!r} is categorical: use task: classification")
         for column in key_columns:
             if column.name not in (None, self.entity.key):
                 raise ValueError(

@@ -16,8 +16,10 @@ from synth_assets.datasets.loading import Dataset
 from synth_assets.evaluation.fidelity import fidelity_summary
 from synth_assets.evaluation.marginals import mean_tvd
 from synth_assets.evaluation.privacy_risk import AMBER, GREEN, NOT_AVAILABLE, RED, PrivacyRisk, privacy_risk
+from synth_assets.evaluation.utility import ml_utility
 
 FIDELITY_AMBER = 1.5  # synthetic TVD over the holdout's: above this amber, above twice it red
+UTILITY_GREEN, UTILITY_AMBER = 0.9, 0.75  # TSTR / TRTR of the headline score (AUC or R2)
 _COLOURS = {GREEN: "#2e7d32", AMBER: "#ef6c00", RED: "#c62828", NOT_AVAILABLE: "#757575"}
 
 
@@ -29,15 +31,22 @@ class EvaluationReport:
     rows: dict
     fidelity: dict
     privacy: PrivacyRisk
+    utility: list[dict]
+
+    @property
+    def utility_verdict(self) -> str:
+        verdicts = {u["verdict"] for u in self.utility}
+        return next((v for v in (RED, AMBER, GREEN) if v in verdicts), NOT_AVAILABLE)
 
     @property
     def verdict(self) -> str:
-        verdicts = {self.fidelity["verdict"], self.privacy.verdict}
+        verdicts = {self.fidelity["verdict"], self.privacy.verdict, self.utility_verdict}
         return next((v for v in (RED, AMBER, GREEN) if v in verdicts), NOT_AVAILABLE)
 
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, "epsilon": self.epsilon, "delta": self.delta, "verdict": self.verdict,
-                "rows": self.rows, "fidelity": self.fidelity, "privacy": self.privacy.to_dict()}
+                "rows": self.rows, "fidelity": self.fidelity, "privacy": self.privacy.to_dict(),
+                "utility": {"verdict": self.utility_verdict, "targets": self.utility}}
 
     def to_html(self, path: str | Path) -> Path:
         path = Path(path)
@@ -72,7 +81,14 @@ def evaluate(
     fidelity["columns_pairs_detection"] = fidelity_summary(dataset, training, synthetic, holdout, seed=seed)
     risk = privacy_risk(dataset, training, holdout, synthetic, epsilon=epsilon, delta=delta, seed=seed)
     rows = {"training": training.height, "holdout": holdout.height, "synthetic": synthetic.height}
-    return EvaluationReport(dataset.name, epsilon, delta, rows, fidelity, risk)
+    utility = ml_utility(dataset, training, holdout, synthetic, seed=seed)
+    for entry in utility:
+        if "verdict" not in entry:
+            key = "auc" if entry["task"] == "classification" else "r2"
+            ratio = entry["ratio"].get(key, math.nan)
+            entry["verdict"] = (NOT_AVAILABLE if math.isnan(ratio) else GREEN if ratio >= UTILITY_GREEN
+                                else AMBER if ratio >= UTILITY_AMBER else RED)
+    return EvaluationReport(dataset.name, epsilon, delta, rows, fidelity, risk, utility)
 
 
 def _badge(verdict: str) -> str:
@@ -84,6 +100,10 @@ def _number(value) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4g}"
     return html.escape(str(value))
+
+
+def _pairs(values: dict) -> str:
+    return ", ".join(f"{html.escape(k)} {_number(v)}" for k, v in values.items())
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -115,6 +135,16 @@ def _html(report: dict) -> str:
         part = privacy[key]
         flat = [(k, v) for k, v in part.items() if k not in ("verdict", "roc", "histogram") and not isinstance(v, dict)]
         sections.append(f"<h3>{title} {_badge(part['verdict'])}</h3>" + _table(flat))
+    utility = report["utility"]
+    sections.append(f"<h2>ML utility (train on synthetic, test on the holdout) {_badge(utility['verdict'])}</h2>")
+    if utility["targets"]:
+        sections.append("<table><tr><th>target</th><th>model</th><th>TSTR</th><th>TRTR</th><th>ratio</th><th></th></tr>"
+                        + "".join(f"<tr><td>{html.escape(u['target'])}</td><td>{html.escape(u.get('model', ''))}</td>"
+                                  f"<td>{_pairs(u.get('tstr', {}))}</td><td>{_pairs(u.get('trtr', {}))}</td>"
+                                  f"<td>{_pairs(u.get('ratio', {}))}</td><td>{_badge(u['verdict'])}</td></tr>"
+                                  for u in utility["targets"]) + "</table>")
+    else:
+        sections.append("<p>No target declared: add evaluation.targets to dataset.yaml.</p>")
     sections.append("<details><summary>JSON</summary><pre>" + html.escape(json.dumps(report, indent=1)) + "</pre></details>")
     style = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}"
              "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}")
