@@ -206,6 +206,45 @@ def _command_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_report(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from synth_assets.defs.real.assets import HOLDOUT_KEY, TRAINING_KEY
+    from synth_assets.defs.synthetic.assets import epsilon_key, population_key
+    from synth_assets.evaluation.report import evaluate
+    from synth_assets.io_managers import read_frame
+    from synth_assets.privacy.releases import resolve_delta
+    from synth_assets.warehouse import warehouse_path
+
+    dataset = load_dataset(args.dataset or configured_dataset_dir())
+    generator = args.generator or dataset.spec.synthesis.generators[0]
+    partition = epsilon_key(args.epsilon)
+    path = warehouse_path(dataset.name)
+    if not path.is_file():
+        print(f"synth-assets: no warehouse at {path}: run 'synth-assets run --epsilon {partition}' first",
+              file=sys.stderr)
+        return 2
+    key = population_key(generator)
+    try:
+        with duckdb.connect(str(path), read_only=True) as connection:
+            training = read_frame(connection, *TRAINING_KEY.path)
+            holdout = read_frame(connection, *HOLDOUT_KEY.path)
+            population = read_frame(connection, key.path[-2], key.path[-1], partition)
+    except FileNotFoundError as exc:
+        print(f"synth-assets: {exc} (run 'synth-assets run --epsilon {partition}')", file=sys.stderr)
+        return 2
+    if population.height == 0:
+        print(f"synth-assets: {generator} has no synthetic table at epsilon {partition}: run "
+              f"'synth-assets run --epsilon {partition} --generator {generator}' first", file=sys.stderr)
+        return 2
+    report = evaluate(dataset, training, holdout, population, epsilon=args.epsilon, delta=resolve_delta(dataset))
+    out = report.to_html(args.out)
+    print(f"{dataset.name}, {generator}, epsilon {partition}: {report.verdict} (fidelity "
+          f"{report.fidelity['verdict']}, privacy {report.privacy.verdict}, utility {report.utility_verdict}); "
+          f"report written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrors(prog="synth-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrors)
@@ -255,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--dataset", help="dataset directory (default: the embedded Baseball Databank)")
     ledger.add_argument("--json", action="store_true", help="print the totals and releases as JSON")
     ledger.set_defaults(handler=_command_ledger)
+
+    report = commands.add_parser(
+        "report", help="evaluate one synthetic table of the warehouse against the holdout, as an HTML page"
+    )
+    report.add_argument("--epsilon", type=_epsilon, required=True, help="the partition to evaluate")
+    report.add_argument("--generator", help="the branch (default: the first of synthesis.generators)")
+    report.add_argument("--dataset", help="dataset directory (default: the embedded Baseball Databank)")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.set_defaults(handler=_command_report)
     return parser
 
 

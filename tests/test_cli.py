@@ -62,6 +62,19 @@ def test_run_of_one_generator_charges_and_scores_only_its_branch(tiny_dataset_di
     assert [row["generator"] for row in summary["leaderboard"]] == ["independent_marginals"]
     assert summary["privacy"]["partition_epsilon_gdp"] == pytest.approx(1.0, abs=1e-6)  # the reference alone
     assert "queries" not in summary and summary["baseline"]["tvd_3way"] > 0
+    (evaluation,) = summary["evaluation"]
+    assert evaluation["generator"] == "independent_marginals" and evaluation["dp_audit"] == "green"
+    assert Path(evaluation["report"]).is_file()
+
+    page = tmp_path / "reference.html"
+    reported = _run("report", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--generator",
+                    "independent_marginals", "--out", str(page), tmp_path=tmp_path, timeout=300)
+    assert reported.returncode == 0, reported.stderr
+    assert "independent_marginals, epsilon 1" in reported.stdout and "report written to" in reported.stdout
+    assert "Audit against the DP bound" in page.read_text()
+    missing = _run("report", "--dataset", str(tiny_dataset_dir), "--epsilon", "2", "--generator",
+                   "independent_marginals", "--out", str(page), tmp_path=tmp_path, timeout=300)
+    assert missing.returncode == 2 and "synth-assets run --epsilon 2" in missing.stderr
     unknown = _run("run", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--generator", "gan",
                    tmp_path=tmp_path, timeout=120)
     assert unknown.returncode == 2 and "generators ['gan'] are not in synthesis.generators" in unknown.stderr
