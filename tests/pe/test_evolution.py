@@ -12,8 +12,6 @@ import pytest
 
 from synth_assets.datasets.loading import Dataset, load_dataset
 from synth_assets.datasets.sources import read_source
-from synth_assets.evaluation.holdout import split_holdout
-from synth_assets.evaluation.report import evaluate
 from synth_assets.evaluation.marginals import mean_tvd
 from synth_assets.generators.independent import IndependentMarginals, IndependentSettings
 from synth_assets.generators.private_evolution import PrivateEvolution
@@ -403,27 +401,3 @@ def players_wide(players: Dataset) -> pl.DataFrame:
     sources = {name: read_source(players, name) for name in players.spec.sources}
     reporting = {t: build_reporting_table(players, t, sources) for t in players.spec.reporting_tables}
     return build_wide_table(players, reporting)[0]
-
-
-@pytest.mark.slow
-def test_on_the_embedded_dataset(players, players_wide):
-    """Measured (seed 0, epsilon 1, delta 1e-6, default config, trained on the 80% training entities): PE
-    2-way TVD 0.077 against the training rows, the reference 0.150; the membership attack at AUC 0.50."""
-    training, holdout = split_holdout(players, players_wide)
-    result = synthesize(players, PrivateEvolution(), 1.0, training, delta=1e-6, ledger=None)
-    population = result.population
-    assert population.schema == players_wide.schema
-    assert not any(validate_candidates(players, population, allow_identifiers=True).values())
-    assert result.epsilon == pytest.approx(1.0, rel=1e-9)
-    assert abs(population.height - training.height) < 0.05 * training.height
-    pe = mean_tvd(players, training, population)
-    independent = independent_marginals(players, training, epsilon=1.0, delta=1e-6, seed=0)
-    reference = mean_tvd(players, training, independent.population)
-    assert pe["tvd_1way"] < 0.02
-    assert pe["tvd_2way"] < 0.6 * reference["tvd_2way"]
-    decompose(players, population)
-    # nothing about individuals leaks beyond what the guarantee allows
-    risk = evaluate(players, training, holdout, population, epsilon=1.0, delta=1e-6).privacy.to_dict()
-    assert risk["dp_audit"]["verdict"] == "green"
-    assert abs(risk["membership_inference"]["auc"] - 0.5) < 0.03
-    assert risk["exact_copies"]["verdict"] != "red" and risk["dcr"]["verdict"] != "red"
