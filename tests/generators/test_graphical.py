@@ -12,7 +12,7 @@ import pytest
 from dp_accounting import dp_event
 from dp_accounting.rdp import RdpAccountant
 
-from synth_assets.datasets.loading import Dataset, load_dataset
+from synth_assets.datasets.loading import Dataset
 from synth_assets.evaluation.marginals import bin_table, marginal_tvds
 from synth_assets.generators.graphical import AIM, MST, AIMSettings, MSTSettings
 from synth_assets.generators.graphical.aim import ModelSize, candidates, workload
@@ -25,7 +25,6 @@ from synth_assets.pe.generators import validate_candidates
 from synth_assets.privacy.accounting import epsilon_for_rho, rho_for_epsilon
 from synth_assets.privacy.ledger import BudgetExceeded, PrivacyLedger
 from synth_assets.privacy.releases import run_partition, synthesize
-from synth_assets.tables.build import build_real_tables
 from synth_assets.tables.decompose import decompose
 
 DELTA = 1e-6
@@ -297,28 +296,3 @@ def test_model_size_matches_mbi():
     for extra in [tuple(rng.choice(names, k, replace=False)) for k in (1, 2, 3, 2, 3, 3)]:
         assert size.with_clique(extra) == pytest.approx(
             hypothetical_model_size(domain, cliques + [extra] + [(a,) for a in names]))
-
-
-# -------------------------------------------------------------------------------- embedded dataset
-
-
-@pytest.fixture(scope="module")
-def players() -> Dataset:
-    return load_dataset()
-
-
-@pytest.fixture(scope="module")
-def players_wide(players: Dataset) -> pl.DataFrame:
-    return build_real_tables(players).wide
-
-
-@pytest.mark.slow
-def test_aim_on_the_embedded_dataset(players, players_wide):
-    """Measured at epsilon 1 with the default settings: 2-way TVD 0.103 against the reference's 0.150 and
-    MST's 0.082 (MST's embedded figures are checked by the default run, tests/test_cli.py). AIM's fixed
-    schedule of 40 rounds is behind what the paper reaches; it is not a default branch."""
-    _, model, population = run(AIM(), players, players_wide, 1.0)
-    reference = run(IndependentMarginals(), players, players_wide, 1.0)[2]
-    assert not any(validate_candidates(players, population, allow_identifiers=True).values())
-    assert tvd(players, players_wide, population, 2) < tvd(players, players_wide, reference, 2)
-    assert len(model.cliques) == AIM().settings.rounds
