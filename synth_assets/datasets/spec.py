@@ -422,6 +422,11 @@ class Evaluation(_Strict):
         description="ML utility: models trained on synthetic rows, tested on the holdout (TSTR), against "
         "the same models trained on the training rows (TRTR).",
     )
+    sensitive_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns an attacker who knows every other column of a person would want to learn: "
+        "the attribute-inference attack is run on each.",
+    )
 
 
 # ------------------------------------------------------------------------------------------ the spec
@@ -504,6 +509,9 @@ class DatasetSpec(_Strict):
                 )
             if target.task == "regression" and not isinstance(modelled[target.column], NumericColumn):
                 raise ValueError(f"evaluation target {target.column!r} is categorical: use task: classification")
+        unknown = [c for c in self.evaluation.sensitive_columns if c not in modelled]
+        if unknown:
+            raise ValueError(f"evaluation.sensitive_columns names {unknown}, which are not modelled wide_table columns")
         for column in key_columns:
             if column.name not in (None, self.entity.key):
                 raise ValueError(

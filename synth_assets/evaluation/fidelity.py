@@ -22,7 +22,7 @@ from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
 from synth_assets.evaluation.marginals import bin_table
 
-DETECTION_ROWS = 5000
+DETECTION_ROWS = 3000
 """Rows of each side the detection classifier sees at most (a seeded sample)."""
 
 

@@ -14,6 +14,8 @@ exactly by the project's nearest-neighbour kernel.
 - **Membership inference** (no-box, calibrated): a target's score is d(target, reference) -
   d(target, synthetic), where the reference is a part of the holdout used as no target; members are
   training rows, non-members the other holdout rows. AUC with a bootstrap interval, TPR at 1% and 10% FPR.
+- **Anonymeter's attacks** (:mod:`synth_assets.evaluation.attacks`): attribute inference on the spec's
+  sensitive columns and linkability, training targets against holdout controls.
 - **Audit**: any test telling whether one entity was in the input of an (epsilon, delta)-DP mechanism has
   TPR <= min(e^eps FPR + delta, 1 - e^-eps (1 - delta - FPR)) at every FPR (Kairouz, Oh & Viswanath 2015),
   so its AUC is at most the area under that curve (e^eps / (1 + e^eps) for delta = 0). An attack above it,
@@ -30,10 +32,13 @@ import polars as pl
 from scipy import stats
 
 from synth_assets.datasets.loading import Dataset
+from synth_assets.evaluation.attacks import attribute_inference, linkability
 from synth_assets.pe.encoding import EncodedTable, Encoder, build_encoder
 from synth_assets.pe.nn import nearest_candidates
 
 GREEN, AMBER, RED, NOT_AVAILABLE = "green", "amber", "red", "not available"
+ATTACK_TARGETS = 1000
+"""Training targets and holdout controls of each Anonymeter attack, at most."""
 
 
 def dp_tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float) -> np.ndarray:
@@ -121,11 +126,15 @@ class PrivacyRisk:
     membership: dict
     audit: dict
     notes: list[str] = field(default_factory=list)
+    attacks: dict = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
         verdicts = [self.exact_copies["verdict"], self.dcr["verdict"], self.membership["verdict"],
                     self.audit["verdict"]]
+        verdicts += [a["verdict"] for a in self.attacks.get("attribute_inference", [])]
+        if "linkability" in self.attacks:
+            verdicts.append(self.attacks["linkability"]["verdict"])
         for level in (RED, AMBER, GREEN):
             if level in verdicts:
                 return level
@@ -133,7 +142,8 @@ class PrivacyRisk:
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "exact_copies": self.exact_copies, "dcr": self.dcr,
-                "membership_inference": self.membership, "dp_audit": self.audit, "notes": self.notes}
+                "membership_inference": self.membership, "dp_audit": self.audit, "attacks": self.attacks,
+                "notes": self.notes}
 
 
 def not_available(reason: str) -> PrivacyRisk:
@@ -198,7 +208,15 @@ def privacy_risk(
     audit = _audit(membership, epsilon, delta)
     if membership["verdict"] != RED:
         membership["verdict"] = RED if audit["verdict"] == RED else membership["verdict"]
-    return PrivacyRisk(exact, dcr, membership, audit, notes)
+    people = min(size, ATTACK_TARGETS)
+    targets, controls = train_sample.head(people), hold.tail(people)
+    attacks = {
+        "attribute_inference": [attribute_inference(dataset, encoder, targets, controls, synthetic, column)
+                                for column in dataset.spec.evaluation.sensitive_columns],
+        "linkability": linkability(dataset, encoder, targets, controls, synthetic, seed=seed),
+        "method": "Anonymeter's attacks (Giomi et al. 2023): training targets against holdout controls",
+    }
+    return PrivacyRisk(exact, dcr, membership, audit, notes, attacks)
 
 
 def _dcr_histogram(to_training: np.ndarray, to_holdout: np.ndarray, bins: int = 20) -> dict:

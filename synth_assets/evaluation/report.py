@@ -145,6 +145,18 @@ def _html(report: dict) -> str:
                                   for u in utility["targets"]) + "</table>")
     else:
         sections.append("<p>No target declared: add evaluation.targets to dataset.yaml.</p>")
+    attacks = privacy.get("attacks") or {}
+    rows = [("attribute inference: " + a["column"], a) for a in attacks.get("attribute_inference", [])]
+    if "linkability" in attacks and "risk" in attacks["linkability"]:
+        rows.append(("linkability", attacks["linkability"]))
+    if rows:
+        sections.append("<h3>Anonymeter's attacks (training targets against holdout controls)</h3><table>"
+                        "<tr><th>attack</th><th>success on targets</th><th>on controls</th><th>risk</th>"
+                        "<th>risk, 95% low</th><th></th></tr>"
+                        + "".join(f"<tr><td>{html.escape(name)}</td><td>{_number(a['success_targets'])}</td>"
+                                  f"<td>{_number(a['success_controls'])}</td><td>{_number(a['risk'])}</td>"
+                                  f"<td>{_number(a['risk_low95'])}</td><td>{_badge(a['verdict'])}</td></tr>"
+                                  for name, a in rows) + "</table>")
     sections.append("<details><summary>JSON</summary><pre>" + html.escape(json.dumps(report, indent=1)) + "</pre></details>")
     style = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}"
              "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}")

@@ -19,7 +19,7 @@ import polars as pl
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, Target
 
-MAX_TRAINING_ROWS = 10_000
+MAX_TRAINING_ROWS = 5_000
 """Rows each model is trained on at most (a seeded sample), so that the suite stays fast."""
 
 

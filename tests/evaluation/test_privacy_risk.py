@@ -13,6 +13,7 @@ import pytest
 from synth_assets import evaluate, split_holdout
 from synth_assets.datasets.loading import load_dataset
 from synth_assets.datasets.spec import NumericColumn
+from synth_assets.evaluation.attacks import risk as attack_risk
 from synth_assets.evaluation.privacy_risk import (
     GREEN,
     RED,
@@ -53,6 +54,12 @@ def test_delta_loosens_the_bound_and_the_tpr_bound_has_its_two_lines():
 
 
 # ------------------------------------------------------------------------------- hand computations
+
+
+def test_anonymeter_risk_counts_only_the_success_beyond_the_controls():
+    assert attack_risk(0.6, 0.2) == pytest.approx(0.5)
+    assert attack_risk(0.1, 0.2) == 0.0
+    assert math.isnan(attack_risk(0.5, 1.0))
 
 
 def test_metrics_match_hand_computations():
@@ -117,6 +124,10 @@ def test_a_copy_of_the_training_rows_is_red_everywhere_and_trips_the_dp_audit(pl
     assert risk["dcr"]["verdict"] == RED and risk["dcr"]["p_value"] < 1e-10
     assert risk["membership_inference"]["auc"] > 0.85
     assert risk["dp_audit"]["verdict"] == RED and "broken" in risk["dp_audit"]["finding"]
+    (salary,) = risk["attacks"]["attribute_inference"]  # the spec's sensitive column
+    assert salary["column"] == "salary_mean" and salary["verdict"] == RED
+    assert salary["success_targets"] > salary["success_controls"]
+    assert risk["attacks"]["linkability"]["verdict"] == RED
 
 
 def test_training_rows_with_small_noise_are_red_too(players):
@@ -141,16 +152,13 @@ def test_training_rows_with_small_noise_are_red_too(players):
 def test_a_dp_release_from_training_only_is_not_flagged(players):
     dataset, training, holdout = players
     synthetic = synthesize(dataset, IndependentMarginals(), 1.0, training, delta=DELTA, ledger=None).population
-    assert_not_flagged(evaluate(dataset, training, holdout, synthetic, epsilon=1.0, delta=DELTA))
-
-
-def assert_not_flagged(report):
-    risk = report.privacy.to_dict()
+    risk = privacy_risk(dataset, training, holdout, synthetic, epsilon=1.0, delta=DELTA).to_dict()
+    attacks = [*risk["attacks"]["attribute_inference"], risk["attacks"]["linkability"]]
+    assert attacks and all(a["verdict"] != RED for a in attacks)
     assert risk["dp_audit"]["verdict"] == GREEN
     assert risk["membership_inference"]["auc_ci95"][0] < dp_auc_bound(1.0, DELTA)
     assert abs(risk["membership_inference"]["auc"] - 0.5) < 0.03
     assert risk["exact_copies"]["verdict"] != RED and risk["dcr"]["verdict"] != RED
-    assert report.fidelity["holdout_vs_training"]["tvd_2way"] > 0
 
 
 def test_without_a_holdout_every_privacy_metric_says_not_available(halves, tmp_path):

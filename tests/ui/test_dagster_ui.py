@@ -6,7 +6,8 @@ asset graph of the synthetic group, launches the materialization of epsilon part
 ``epsilon_grid`` job from that job's asset graph (Materialize all -> run config in the config editor ->
 partition 1 -> Launch 1 run), finds the run in the runs list and follows it on its page until it shows
 Success. The Dagster instance and the DuckDB warehouse then
-confirm that partition 1, and only it, was materialized. The server is stopped by its process id.
+confirm that partition 1, and only it, was materialized, and the evaluation's HTML report of each
+synthetic table opens in the browser. The server is stopped by its process id.
 
 Needs Debian's Chromium (/usr/bin/chromium, installed by .ci/install-browser) and the Python package
 playwright (its bundled driver only: no browser download). Screenshots of every step are written to the
@@ -294,6 +295,21 @@ def test_materialize_one_epsilon_partition_from_the_ui(
     with browser.screenshot_on_failure():
         run_id = _materialize_partition_in_the_ui(dagster_server, browser, sync_api.expect)
     _assert_partition_materialized(dagster_server, run_id)
+    with browser.screenshot_on_failure():
+        _open_the_evaluation_reports(dagster_server, browser, sync_api.expect)
+
+
+def _open_the_evaluation_reports(server: DagsterServer, browser: Browser, expect) -> None:
+    """The run evaluated each synthetic table against the holdout: its HTML reports open in the browser."""
+    reports = sorted((server.warehouse / "reports" / "devices" / f"epsilon_{PARTITION}").glob("*.html"))
+    assert {r.stem for r in reports} == {"private_evolution", "independent_marginals"}
+    page = browser.page
+    for report in reports:
+        page.goto(report.as_uri())
+        expect(page.get_by_role("heading", name=re.compile("Membership inference"))).to_be_visible()
+        expect(page.get_by_role("heading", name=re.compile("Audit against the DP bound"))).to_be_visible()
+        expect(page.get_by_role("heading", name=re.compile("ML utility"))).to_be_visible()
+        browser.shot(f"10-report-{report.stem}")
 
 
 def _materialize_partition_in_the_ui(server: DagsterServer, browser: Browser, expect) -> str:
@@ -391,6 +407,7 @@ def _assert_partition_materialized(server: DagsterServer, run_id: str) -> None:
     import dagster as dg
     import duckdb
 
+    from synth_assets.defs.evaluation.assets import PRIVACY_RISK_KEY
     from synth_assets.defs.synthetic.assets import POPULATION_KEY, REFERENCE_KEY, SCORES_KEY
     from synth_assets.defs.synthetic.jobs import EPSILON_GRID_JOB
 
@@ -400,7 +417,7 @@ def _assert_partition_materialized(server: DagsterServer, run_id: str) -> None:
         assert run.job_name == EPSILON_GRID_JOB
         assert run.tags.get("dagster/partition") == PARTITION
         assert run.run_config["resources"]["pe"]["config"]["pool_size"] == POOL_SIZE
-        for key in (POPULATION_KEY, REFERENCE_KEY, SCORES_KEY):
+        for key in (POPULATION_KEY, REFERENCE_KEY, SCORES_KEY, PRIVACY_RISK_KEY):
             assert instance.get_materialized_partitions(key) == {PARTITION}, key
     with duckdb.connect(str(server.warehouse / "devices.duckdb"), read_only=True) as connection:
         rows = connection.execute(
