@@ -91,17 +91,18 @@ def _print_evaluation(summaries: list[dict]) -> None:
     if not rows:
         return
     print()
-    header = (f"{'epsilon':>8} {'generator':<22} {'verdict':<8} {'copies':>7} {'holdout':>7} {'dcr':>6} "
+    header = (f"{'epsilon':>8} {'generator':<22} {'privacy':<8} {'copies':>7} {'holdout':>7} {'dcr':>6} "
               f"{'mia auc':>8} {'bound':>6} {'audit':<6}")
     print(header)
     print("-" * len(header))
     for epsilon, row in rows:
-        print(f"{epsilon:>8g} {row['generator']:<22} {row['verdict']:<8} {_share(row['exact_copies_training'])} "
+        print(f"{epsilon:>8g} {row['generator']:<22} {row['privacy_verdict']:<8} {_share(row['exact_copies_training'])} "
               f"{_share(row['exact_copies_holdout'])} {_share(row['dcr_share_closer_to_training'], 6)} "
               f"{_share(row['mia_auc'], 8)} {_share(row['dp_auc_bound'], 6)} {row['dp_audit']:<6}")
     print("against the holdout no generator saw: copies / holdout: share of synthetic rows identical to a")
     print("training / holdout row; dcr: share closer to training than to holdout (0.5: no leak); mia auc: a")
-    print("membership attack, audited against the bound (epsilon, delta)-DP allows. HTML reports:")
+    print("membership attack, audited against the bound (epsilon, delta)-DP allows. Fidelity and ML utility")
+    print("verdicts are in the HTML reports:")
     print(f"  {Path(rows[0][1]['report']).parent.parent}")
 
 
