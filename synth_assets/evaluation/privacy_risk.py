@@ -58,18 +58,6 @@ def dp_auc_bound(epsilon: float, delta: float) -> float:
     return float(np.trapezoid(dp_tpr_bound(points, epsilon, delta), points))
 
 
-@dataclass
-class Distances:
-    """Nearest-row distances of one set of rows to the training, holdout and synthetic rows."""
-
-    to_training: np.ndarray
-    to_holdout: np.ndarray
-
-
-def _encode(encoder: Encoder, frame: pl.DataFrame) -> EncodedTable:
-    return encoder.encode(frame)
-
-
 def _nearest_distance(queries: EncodedTable, rows: EncodedTable, weights: np.ndarray) -> np.ndarray:
     _, distance = nearest_candidates(queries.numeric, queries.categorical, rows.numeric, rows.categorical,
                                      weights, return_distance=True)
@@ -182,7 +170,7 @@ def privacy_risk(
     if size < training.height:
         notes.append(f"training rows compared: a seeded sample of {size} of {training.height}, as many as the "
                      f"holdout rows")
-    enc_train, enc_hold, enc_syn = (_encode(encoder, f) for f in (train_sample, hold, synthetic))
+    enc_train, enc_hold, enc_syn = (encoder.encode(f) for f in (train_sample, hold, synthetic))
 
     copies_train = exact_copy_share(enc_syn, enc_train)
     copies_hold = exact_copy_share(enc_syn, enc_hold)
@@ -204,7 +192,7 @@ def privacy_risk(
            "histogram": _dcr_histogram(to_train, to_hold)}
     dcr["verdict"] = RED if (p_value < 0.001 and share > 0.52) else AMBER if (p_value < 0.01 and share > 0.51) else GREEN
 
-    membership = _membership(enc_train, enc_hold, enc_syn, training, encoder, weights, rng, bootstrap)
+    membership = _membership(enc_train, enc_hold, enc_syn, weights, rng, bootstrap)
     audit = _audit(membership, epsilon, delta)
     if membership["verdict"] != RED:
         membership["verdict"] = RED if audit["verdict"] == RED else membership["verdict"]
@@ -227,7 +215,7 @@ def _dcr_histogram(to_training: np.ndarray, to_holdout: np.ndarray, bins: int = 
             "holdout": np.histogram(np.minimum(to_holdout, top), edges)[0].tolist()}
 
 
-def _membership(enc_train, enc_hold, enc_syn, training, encoder, weights, rng, bootstrap) -> dict:
+def _membership(enc_train, enc_hold, enc_syn, weights, rng, bootstrap) -> dict:
     """Members: the compared training rows; non-members: half of the holdout; reference: the other half."""
     half = enc_hold.numeric.shape[0] // 2
     order = rng.permutation(enc_hold.numeric.shape[0])
