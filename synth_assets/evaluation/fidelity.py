@@ -122,25 +122,19 @@ def detection_auc(dataset: Dataset, real: pl.DataFrame, other: pl.DataFrame, *, 
     return float(np.mean(scores))
 
 
-def fidelity_summary(dataset: Dataset, training: pl.DataFrame, synthetic: pl.DataFrame,
-                     holdout: pl.DataFrame | None, *, seed: int = 0) -> dict:
-    """Means of the column and pair metrics and the detection AUC, for synthetic and for holdout."""
-
-    def summarize(other: pl.DataFrame) -> dict:
-        columns = column_fidelity(dataset, training, other)
-        pairs = pair_fidelity(dataset, training, other, seed=seed)
-        return {
-            "ks_mean": _mean(columns.filter(pl.col("metric") == "ks")["value"]),
-            "category_tvd_mean": _mean(columns.filter(pl.col("metric") == "tvd")["value"]),
-            "null_share_gap_mean": _mean(columns["null_share_gap"]),
-            "pearson_delta_mean": _mean(pairs["pearson_delta"]),
-            "spearman_delta_mean": _mean(pairs["spearman_delta"]),
-            "cramers_v_delta_mean": _mean(pairs["cramers_v_delta"]),
-            "detection_auc": detection_auc(dataset, training, other, seed=seed),
-        }
-
-    return {"synthetic": summarize(synthetic),
-            "holdout": summarize(holdout) if holdout is not None and holdout.height else None}
+def fidelity_of(dataset: Dataset, training: pl.DataFrame, other: pl.DataFrame, *, seed: int = 0) -> dict:
+    """Means of the column and pair metrics and the detection AUC of ``other`` against ``training``."""
+    columns = column_fidelity(dataset, training, other)
+    pairs = pair_fidelity(dataset, training, other, seed=seed)
+    return {
+        "ks_mean": _mean(columns.filter(pl.col("metric") == "ks")["value"]),
+        "category_tvd_mean": _mean(columns.filter(pl.col("metric") == "tvd")["value"]),
+        "null_share_gap_mean": _mean(columns["null_share_gap"]),
+        "pearson_delta_mean": _mean(pairs["pearson_delta"]),
+        "spearman_delta_mean": _mean(pairs["spearman_delta"]),
+        "cramers_v_delta_mean": _mean(pairs["cramers_v_delta"]),
+        "detection_auc": detection_auc(dataset, training, other, seed=seed),
+    }
 
 
 def _mean(series: pl.Series) -> float:

@@ -16,7 +16,7 @@ from synth_assets.defs.synthetic.assets import (
     population_key,
     read_partition,
 )
-from synth_assets.evaluation.report import evaluate
+from synth_assets.evaluation.report import evaluate, holdout_fidelity
 from synth_assets.privacy.releases import resolve_delta
 from synth_assets.resources import PrivateEvolutionResource
 from synth_assets.warehouse import warehouse_dir
@@ -55,11 +55,12 @@ def build_evaluation_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         epsilon = float(context.partition_key)
         delta = resolve_delta(dataset, pe.delta)
         rows = []
+        baseline = holdout_fidelity(dataset, training, holdout)
         for name in configured:
             population = read_partition(duckdb, population_key(name), context.partition_key)
             if population is None:
                 continue
-            report = evaluate(dataset, training, holdout, population, epsilon=epsilon, delta=delta)
+            report = evaluate(dataset, training, holdout, population, epsilon=epsilon, delta=delta, baseline=baseline)
             path = report_path(dataset, context.partition_key, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             report.to_html(path)
