@@ -48,8 +48,9 @@ class Dataset:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of what determines a release: the spec, SQL, queries and descriptions. The budget, the
-        epsilon grid, the list of generators and the evaluation targets are left out: they change no release, so partitions
+        """Hash of what determines a release: the spec, SQL, the queries' names and SQL, and descriptions.
+        The budget, the epsilon grid, the list of generators, the evaluation settings and how queries are
+        scored (thresholds, columns, group sizes) are left out: they change no release, so partitions
         already paid for keep their identity in the ledger."""
         digest = hashlib.sha256()
         for relative in sorted(self.files):
@@ -61,6 +62,9 @@ class Dataset:
                 settings.pop("synthesis", None)  # which generators exist changes none's releases
                 settings.pop("evaluation", None)  # how tables are evaluated neither
                 content = json.dumps(settings, sort_keys=True)
+            elif relative.endswith(".json"):  # a query file: only its name and SQL reach a release
+                query = json.loads(content)
+                content = json.dumps({"name": query.get("name"), "sql": query.get("sql")}, sort_keys=True)
             digest.update(relative.encode())
             digest.update(content.encode())
         return digest.hexdigest()[:16]

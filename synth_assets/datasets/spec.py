@@ -416,7 +416,60 @@ class Target(_Strict):
     task: Literal["classification", "regression"]
 
 
+class LowerIsBetter(_Strict):
+    green: float = Field(description="At most this is green.")
+    amber: float = Field(description="At most this (and above green) is amber; above it red.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LowerIsBetter":
+        if not (math.isfinite(self.green) and math.isfinite(self.amber)) or self.green > self.amber:
+            raise ValueError(f"green ({self.green}) must be finite and at most amber ({self.amber})")
+        return self
+
+
+class HigherIsBetter(_Strict):
+    green: float = Field(description="At least this is green.")
+    amber: float = Field(description="At least this (and below green) is amber; below it red.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "HigherIsBetter":
+        if not (math.isfinite(self.green) and math.isfinite(self.amber)) or self.green < self.amber:
+            raise ValueError(f"green ({self.green}) must be finite and at least amber ({self.amber})")
+        return self
+
+
+class Gates(_Strict):
+    """Thresholds of the green / amber / red verdicts a release is judged by (the privacy tests that are
+    statistical tests, and the audit against the DP bound, are not negotiable and are not here)."""
+
+    marginal_tvd_ratio: LowerIsBetter = Field(
+        default_factory=lambda: LowerIsBetter(green=1.5, amber=3.0),
+        description="Fidelity: the worst of the 1-, 2- and 3-way mean TVD of the synthetic table to the "
+        "training rows, over the same TVD of the holdout (sampling noise alone is 1).",
+    )
+    detection_auc: LowerIsBetter | None = Field(
+        default=None,
+        description="Fidelity: a classifier's AUC telling synthetic from training rows (0.5: "
+        "indistinguishable). Not gated unless set: on a wide table a classifier tells almost any DP "
+        "synthetic table from real rows, so it is reported beside the holdout's value.",
+    )
+    tstr_ratio: HigherIsBetter = Field(
+        default_factory=lambda: HigherIsBetter(green=0.9, amber=0.75),
+        description="ML utility: TSTR / TRTR of the headline score (AUC or R2), per target.",
+    )
+    workload_metric_pass_rate: HigherIsBetter = Field(
+        default_factory=lambda: HigherIsBetter(green=0.75, amber=0.5),
+        description="Workload: the share of value metrics (query x column) that meet their thresholds.",
+    )
+    attack_risk: LowerIsBetter = Field(
+        default_factory=lambda: LowerIsBetter(green=0.02, amber=0.1),
+        description="Privacy: the 95% lower bound of an Anonymeter attack's risk (singling out, "
+        "linkability, attribute inference).",
+    )
+
+
 class Evaluation(_Strict):
+    gates: Gates = Field(default_factory=Gates)
     targets: list[Target] = Field(
         default_factory=list,
         description="ML utility: models trained on synthetic rows, tested on the holdout (TSTR), against "
@@ -558,6 +611,65 @@ class DatasetSpec(_Strict):
 QueryType = Literal["aggregate", "distribution", "ranking", "coverage"]
 
 
+class _ColumnBase(_Strict):
+    """How one value column of a query is scored: an entry of the query's ``columns``."""
+
+    ignore: bool = Field(
+        default=False,
+        description="Not scored: a context column (a group count) the analyst does not judge by.",
+    )
+
+    @model_validator(mode="after")
+    def _ignored_has_no_settings(self) -> _ColumnBase:
+        if self.ignore and (
+            getattr(self, "threshold", None) is not None or getattr(self, "floor", None) is not None
+        ):
+            raise ValueError(
+                "an ignored column is not scored: give it a threshold (or floor) or ignore it, not both"
+            )
+        return self
+
+
+class AggregateColumn(_ColumnBase):
+    threshold: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="This column's max_relative_error."
+    )
+    floor: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="This column's relative-error floor."
+    )
+
+
+def _refuse_floor(value: float | None, query_type: str, metric: str) -> float | None:
+    if value is not None:
+        raise ValueError(
+            f"floor applies to aggregate queries only (their relative error |s - r| / max(|r|, floor)); "
+            f"a {query_type} query scores a column by {metric}: leave floor out"
+        )
+    return value
+
+
+class DistributionColumn(_ColumnBase):
+    threshold: float | None = Field(default=None, gt=0, le=1, description="This column's max_tvd.")
+    floor: float | None = None
+
+    @field_validator("floor")
+    @classmethod
+    def _no_floor(cls, value: float | None) -> float | None:
+        return _refuse_floor(value, "distribution", "total variation distance")
+
+
+class RankingColumn(_ColumnBase):
+    threshold: float | None = Field(
+        default=None, ge=-1, le=1, description="This column's min_spearman."
+    )
+    floor: float | None = None
+
+    @field_validator("floor")
+    @classmethod
+    def _no_floor(cls, value: float | None) -> float | None:
+        return _refuse_floor(value, "ranking", "Spearman's rho")
+
+
 class _QueryBase(_Strict):
     name: str
     description: str = ""
@@ -566,15 +678,47 @@ class _QueryBase(_Strict):
         default_factory=list,
         description="Output columns that identify a group; the other columns are values.",
     )
+    columns: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per value column: its own threshold (and floor), or ignore: true (not scored).",
+    )
+    pass_when: Literal["half", "all"] = Field(
+        default="half",
+        description="The query passes when at least half (or all) of its metrics meet their thresholds.",
+    )
+    group_size: str | None = Field(
+        default=None,
+        description="Value column holding each group's number of entities (a count): errors are "
+        "reported by group size. Default: a distribution query's first value column.",
+    )
 
     @field_validator("name")
     @classmethod
     def _name_is_identifier(cls, value: str) -> str:
         return _check_identifier(value, "query name")
 
+    @model_validator(mode="after")
+    def _settings_name_value_columns(self) -> _QueryBase:
+        keys = [k for k in self.columns if k in self.keys]
+        if keys:
+            raise ValueError(
+                f"columns {keys} are keys of the query: a key names a group and is not scored; "
+                "'columns' sets the scoring of value columns only"
+            )
+        if self.group_size is not None and self.group_size in self.keys:
+            raise ValueError(
+                f"group_size {self.group_size!r} is a key of the query: it must name the value column "
+                "that holds each group's number of entities (a count(*) output)"
+            )
+        return self
+
 
 class AggregateQuery(_QueryBase):
     type: Literal["aggregate"]
+    columns: dict[str, AggregateColumn] = Field(
+        default_factory=dict,
+        description="Per value column: threshold (its max_relative_error), floor, or ignore: true.",
+    )
     max_relative_error: float = Field(default=0.1, gt=0)
     floor: float = Field(
         default=1.0, gt=0, description="Relative error is |s - r| / max(|r|, floor)."
@@ -583,6 +727,10 @@ class AggregateQuery(_QueryBase):
 
 class DistributionQuery(_QueryBase):
     type: Literal["distribution"]
+    columns: dict[str, DistributionColumn] = Field(
+        default_factory=dict,
+        description="Per value column: threshold (its max_tvd) or ignore: true.",
+    )
     max_tvd: float = Field(default=0.1, gt=0, le=1)
 
     @field_validator("keys")
@@ -595,6 +743,10 @@ class DistributionQuery(_QueryBase):
 
 class RankingQuery(_QueryBase):
     type: Literal["ranking"]
+    columns: dict[str, RankingColumn] = Field(
+        default_factory=dict,
+        description="Per value column: threshold (its min_spearman) or ignore: true.",
+    )
     min_spearman: float = Field(default=0.5, ge=-1, le=1)
     descending: bool = Field(default=True, description="Rank 1 is the largest value.")
 
@@ -615,6 +767,26 @@ class CoverageQuery(_QueryBase):
     def _needs_keys(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("a coverage query needs keys: the columns that name each group")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _no_columns(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value:
+            raise ValueError(
+                "a coverage query has one metric, the Jaccard similarity of its group sets, and no "
+                "value columns to set: leave 'columns' out and set min_jaccard"
+            )
+        return value
+
+    @field_validator("group_size")
+    @classmethod
+    def _no_group_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "a coverage query scores the set of its groups, not values per group: leave "
+                "group_size out"
+            )
         return value
 
 

@@ -43,7 +43,7 @@ class GeneratorScores:
                         "passed": score.passed,
                         "metric": metric,
                         "value": None if math.isnan(value) else float(value),
-                        "threshold": score.threshold,
+                        "threshold": score.threshold_for(metric) if metric else score.threshold,
                         "direction": score.direction,
                         "error": score.error,
                     }

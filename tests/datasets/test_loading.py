@@ -50,6 +50,17 @@ def test_fingerprint_changes_with_any_file(tiny_copy: Path) -> None:
     assert load_dataset(tiny_copy).fingerprint != before
 
 
+def test_fingerprint_follows_a_query_sql_but_not_how_it_is_scored(tiny_copy: Path) -> None:
+    before = load_dataset(tiny_copy).fingerprint
+    path = sorted((tiny_copy / "queries").glob("*.json"))[0]
+    query = json.loads(path.read_text())
+    rescored = {**query, "description": "scored differently", "pass_when": "all"}
+    path.write_text(json.dumps(rescored))
+    assert load_dataset(tiny_copy).fingerprint == before
+    path.write_text(json.dumps({**query, "sql": query["sql"] + "\n-- changed"}))
+    assert load_dataset(tiny_copy).fingerprint != before
+
+
 def test_embedded_default_is_valid() -> None:
     dataset = load_dataset(DEFAULT_DATASET)
     assert dataset.name == "lahman"
