@@ -14,8 +14,11 @@ exactly by the project's nearest-neighbour kernel.
 - **Membership inference** (no-box, calibrated): a target's score is d(target, reference) -
   d(target, synthetic), where the reference is a part of the holdout used as no target; members are
   training rows, non-members the other holdout rows. AUC with a bootstrap interval, TPR at 1% and 10% FPR.
-- **Anonymeter's attacks** (:mod:`synth_assets.evaluation.attacks`): attribute inference on the spec's
-  sensitive columns and linkability, training targets against holdout controls.
+- **Anonymeter's attacks** (:mod:`synth_assets.evaluation.attacks`), training targets against holdout
+  controls: attribute inference on the spec's sensitive columns and linkability, on at most
+  ``ATTACK_TARGETS`` of each; singling out (univariate and multivariate predicates made from the synthetic
+  table), on every compared row, as many of each, since a predicate's success depends on the number of
+  people it is tried on and more targets give a copied row more chance of being among them.
 - **Audit**: any test telling whether one entity was in the input of an (epsilon, delta)-DP mechanism has
   TPR <= min(e^eps FPR + delta, 1 - e^-eps (1 - delta - FPR)) at every FPR (Kairouz, Oh & Viswanath 2015),
   so its AUC is at most the area under that curve (e^eps / (1 + e^eps) for delta = 0). An attack above it,
@@ -32,13 +35,13 @@ import polars as pl
 from scipy import stats
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.evaluation.attacks import attribute_inference, linkability
+from synth_assets.evaluation.attacks import attribute_inference, linkability, singling_out
 from synth_assets.pe.encoding import EncodedTable, Encoder, build_encoder
 from synth_assets.pe.nn import nearest_candidates
 
 GREEN, AMBER, RED, NOT_AVAILABLE = "green", "amber", "red", "not available"
 ATTACK_TARGETS = 1000
-"""Training targets and holdout controls of each Anonymeter attack, at most."""
+"""Training targets and holdout controls of attribute inference and linkability, at most."""
 
 
 def dp_tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float) -> np.ndarray:
@@ -121,8 +124,7 @@ class PrivacyRisk:
         verdicts = [self.exact_copies["verdict"], self.dcr["verdict"], self.membership["verdict"],
                     self.audit["verdict"]]
         verdicts += [a["verdict"] for a in self.attacks.get("attribute_inference", [])]
-        if "linkability" in self.attacks:
-            verdicts.append(self.attacks["linkability"]["verdict"])
+        verdicts += [self.attacks[a]["verdict"] for a in ("linkability", "singling_out") if a in self.attacks]
         for level in (RED, AMBER, GREEN):
             if level in verdicts:
                 return level
@@ -202,6 +204,7 @@ def privacy_risk(
         "attribute_inference": [attribute_inference(dataset, encoder, targets, controls, synthetic, column)
                                 for column in dataset.spec.evaluation.sensitive_columns],
         "linkability": linkability(dataset, encoder, targets, controls, synthetic, seed=seed),
+        "singling_out": singling_out(encoder, train_sample, hold, synthetic, seed=seed),
         "method": "Anonymeter's attacks (Giomi et al. 2023): training targets against holdout controls",
     }
     return PrivacyRisk(exact, dcr, membership, audit, notes, attacks)
