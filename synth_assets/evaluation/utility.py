@@ -4,7 +4,8 @@ holdout (TSTR), beside the same models trained on the training rows and tested o
 keeps.
 
 Features: every other modelled column; numbers as they are (nulls as NaN, which gradient boosting
-handles; the linear model sees them imputed by the training mean plus a null indicator), categories one-hot.
+handles; the linear model sees them imputed by the training mean plus a null indicator); categories as
+native categorical features of gradient boosting, one-hot with a null indicator for the linear model.
 Models: scikit-learn's histogram gradient boosting and a (logistic) linear model. Classification
 reports ROC AUC (one-vs-rest, macro, for several classes), accuracy and macro F1; regression R2 and MAE.
 """
@@ -23,24 +24,55 @@ MAX_TRAINING_ROWS = 5_000
 """Rows each model is trained on at most (a seeded sample), so that the suite stays fast."""
 
 
-def _features(dataset: Dataset, frame: pl.DataFrame, target: str) -> np.ndarray:
-    parts = []
+def one_openmp_thread():
+    """scikit-learn's OpenMP threads, limited to one while models are fitted: on a machine whose other
+    core is busy, two threads wait on each other at every barrier and a 1-second fit takes 20."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+MAX_CATEGORIES = 255
+"""Gradient boosting takes a category column natively up to this many categories (more: its codes)."""
+
+
+def _features(dataset: Dataset, frame: pl.DataFrame, target: str) -> tuple[np.ndarray, list[int]]:
+    """Every other modelled column: numbers as they are (null: NaN), a category as its index in the
+    spec's categories (null or unknown: NaN); and the widths of the category columns (0 for a number)."""
+    parts, widths = [], []
     for column in dataset.spec.modelled_columns:
         if column.wide_name == target:
             continue
         series = frame[column.wide_name]
         if isinstance(column, CategoricalColumn):
-            values = series.cast(pl.Utf8).to_list()
-            for category in [*column.categories, None]:
-                parts.append(np.array([v == category for v in values], dtype=np.float64))
+            codes = series.cast(pl.Utf8).replace_strict(
+                {c: float(i) for i, c in enumerate(column.categories)}, default=None, return_dtype=pl.Float64)
+            parts.append(codes.fill_null(np.nan).to_numpy())
+            widths.append(len(column.categories))
         else:
             parts.append(series.cast(pl.Float64).fill_null(np.nan).to_numpy())
-    return np.column_stack(parts) if parts else np.zeros((frame.height, 0))
+            widths.append(0)
+    return (np.column_stack(parts) if parts else np.zeros((frame.height, 0))), widths
 
 
-def _linear_ready(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NaN replaced by the training column mean, a null indicator per column that has nulls, and
-    standardised by the training rows."""
+def _one_hot(x: np.ndarray, widths: list[int]) -> np.ndarray:
+    """Category columns one-hot with a null indicator each; numbers unchanged."""
+    parts = []
+    for j, width in enumerate(widths):
+        if width == 0:
+            parts.append(x[:, j:j + 1])
+            continue
+        block = np.zeros((x.shape[0], width + 1))
+        codes = np.where(np.isnan(x[:, j]), width, x[:, j]).astype(np.int64)
+        block[np.arange(x.shape[0]), codes] = 1.0
+        parts.append(block)
+    return np.hstack(parts) if parts else x
+
+
+def _linear_ready(train: np.ndarray, test: np.ndarray, widths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Categories one-hot; NaN replaced by the training column mean, a null indicator per column that
+    has nulls, and standardised by the training rows."""
+    train, test = _one_hot(train, widths), _one_hot(test, widths)
     means = np.nan_to_num(np.nanmean(np.where(np.isnan(train).all(0), 0.0, train), axis=0))
     with_nulls = np.isnan(train).any(0) | np.isnan(test).any(0)
 
@@ -82,20 +114,24 @@ def _scores(task: str, model, x_test: np.ndarray, y_test: np.ndarray, classes: n
     return scores
 
 
-def _fit_and_score(task: str, kind: str, x_train, y_train, x_test, y_test, classes, seed: int) -> dict:
+def _fit_and_score(task: str, kind: str, x_train, y_train, x_test, y_test, classes, seed: int,
+                   widths: list[int]) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression, Ridge
 
     if task == "classification" and np.unique(y_train).size < 2:
         return {"note": "the training rows hold a single class"}
     if kind == "gradient_boosting":
-        model = (HistGradientBoostingRegressor(random_state=seed) if task == "regression"
-                 else HistGradientBoostingClassifier(random_state=seed))
+        native = np.array([0 < w <= MAX_CATEGORIES for w in widths], dtype=bool)
+        options = {"random_state": seed, "categorical_features": native if native.any() else None}
+        model = (HistGradientBoostingRegressor(**options) if task == "regression"
+                 else HistGradientBoostingClassifier(**options))
     else:
-        x_train, x_test = _linear_ready(x_train, x_test)
+        x_train, x_test = _linear_ready(x_train, x_test, widths)
         model = Ridge(alpha=1.0) if task == "regression" else LogisticRegression(max_iter=500)
-    model.fit(x_train, y_train)
-    return _scores(task, model, x_test, y_test, classes)
+    with one_openmp_thread():
+        model.fit(x_train, y_train)
+        return _scores(task, model, x_test, y_test, classes)
 
 
 def _xy(dataset: Dataset, frame: pl.DataFrame, target: Target, rng: np.random.Generator):
@@ -103,7 +139,8 @@ def _xy(dataset: Dataset, frame: pl.DataFrame, target: Target, rng: np.random.Ge
     if rows.height > MAX_TRAINING_ROWS:
         rows = rows[np.sort(rng.choice(rows.height, MAX_TRAINING_ROWS, replace=False))]
     y = rows[target.column].cast(pl.Float64 if target.task == "regression" else pl.Utf8).to_numpy()
-    return _features(dataset, rows, target.column), y
+    x, widths = _features(dataset, rows, target.column)
+    return x, y, widths
 
 
 def ml_utility(dataset: Dataset, training: pl.DataFrame, holdout: pl.DataFrame, synthetic: pl.DataFrame,
@@ -117,13 +154,13 @@ def ml_utility(dataset: Dataset, training: pl.DataFrame, holdout: pl.DataFrame, 
                             "reason": "no holdout (privacy.holdout_fraction is 0)"})
             continue
         rng = np.random.default_rng([seed, 0x7575])
-        x_real, y_real = _xy(dataset, training, target, rng)
-        x_syn, y_syn = _xy(dataset, synthetic, target, rng)
-        x_test, y_test = _xy(dataset, holdout, target, rng)
+        x_real, y_real, widths = _xy(dataset, training, target, rng)
+        x_syn, y_syn, _ = _xy(dataset, synthetic, target, rng)
+        x_test, y_test, _ = _xy(dataset, holdout, target, rng)
         classes = np.unique(np.concatenate([y_real, y_test])) if target.task == "classification" else None
         for kind in ("gradient_boosting", "linear"):
-            trtr = _fit_and_score(target.task, kind, x_real, y_real, x_test, y_test, classes, seed)
-            tstr = _fit_and_score(target.task, kind, x_syn, y_syn, x_test, y_test, classes, seed)
+            trtr = _fit_and_score(target.task, kind, x_real, y_real, x_test, y_test, classes, seed, widths)
+            tstr = _fit_and_score(target.task, kind, x_syn, y_syn, x_test, y_test, classes, seed, widths)
             ratio = {k: tstr[k] / trtr[k] for k in trtr if k in tstr and k != "mae" and trtr[k] not in (0, None)
                      and isinstance(trtr[k], float) and not math.isnan(trtr[k])}
             results.append({"target": target.column, "task": target.task, "model": kind,
