@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -109,8 +112,29 @@ def test_the_split_is_deterministic_disjoint_and_close_to_the_fraction(halves, w
     assert training.height + holdout.height == wide.height
     assert set(training[key]).isdisjoint(set(holdout[key]))
     assert abs(holdout.height / wide.height - 0.5) < 0.1
-    again_training, _ = split_holdout(dataset, wide.reverse())
-    assert set(again_training[key]) == set(training[key])
+    again_training, again_holdout = split_holdout(dataset, wide.reverse())
+    assert again_training.equals(training) and again_holdout.equals(holdout)  # same rows, same order
+
+
+def test_the_split_is_the_same_in_a_fresh_interpreter_and_moves_with_the_seed(halves, wide, tmp_path):
+    """A hash salted per process or per library version would move entities between training and
+    holdout from one run to the next, and with them the ledger's data digest."""
+    dataset, _, holdout = halves
+    key = dataset.spec.entity.key
+    wide.select(key).write_parquet(tmp_path / "keys.parquet")
+    code = ("import dataclasses, sys, polars as pl; from synth_assets.datasets.loading import load_dataset; "
+            "from synth_assets.evaluation.holdout import split_holdout; d = load_dataset(sys.argv[1]); "
+            "p = d.spec.privacy.model_copy(update={'holdout_fraction': 0.5}); "
+            "d = dataclasses.replace(d, spec=d.spec.model_copy(update={'privacy': p})); "
+            "print(','.join(split_holdout(d, pl.read_parquet(sys.argv[2]))[1][d.spec.entity.key].to_list()))")
+    printed = subprocess.run([sys.executable, "-c", code, str(dataset.directory), str(tmp_path / "keys.parquet")],
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": "123"}).stdout.strip()
+    assert printed.split(",") == holdout[key].to_list()
+    privacy = dataset.spec.privacy.model_copy(update={"holdout_seed": 1})
+    reseeded = dataclasses.replace(dataset, spec=dataset.spec.model_copy(update={"privacy": privacy}))
+    moved = split_holdout(reseeded, wide)[1]
+    assert 0.3 < len(set(moved[key]) & set(holdout[key])) / holdout.height < 0.7  # independent halves
 
 
 def test_a_copy_of_the_training_rows_is_red_everywhere_and_trips_the_dp_audit(players):
