@@ -170,9 +170,16 @@ class DuckDBWarehouseIOManager(ConfigurableIOManager):
         wants_mapping = wanted is dict or get_origin(wanted) in (dict, Mapping)
         with self.duckdb.get_connection() as connection:
             if wants_mapping:
-                members = read_frame(connection, schema, f"{table}{_MEMBERS_SUFFIX}", partition)
-                return {
-                    name: read_frame(connection, schema, f"{table}__{name}", partition)
-                    for name in members["member"].to_list()
-                }
+                return read_frames(connection, schema, table, partition)
             return read_frame(connection, schema, table, partition)
+
+
+def read_frames(
+    connection: duckdb.DuckDBPyConnection, schema: str, table: str, partition: str | None = None
+) -> dict[str, pl.DataFrame]:
+    """A table set written from a mapping of frames, by member name."""
+    members = read_frame(connection, schema, f"{table}{_MEMBERS_SUFFIX}", partition)
+    return {
+        name: read_frame(connection, schema, f"{table}__{name}", partition)
+        for name in members["member"].to_list()
+    }

@@ -21,6 +21,7 @@ from scipy import stats
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
 from synth_assets.evaluation.marginals import bin_table
+from synth_assets.evaluation.utility import one_openmp_thread
 
 DETECTION_ROWS = 3000
 """Rows of each side the detection classifier sees at most (a seeded sample)."""
@@ -118,7 +119,8 @@ def detection_auc(dataset: Dataset, real: pl.DataFrame, other: pl.DataFrame, *, 
     features = np.vstack([a.codes, b.codes])
     labels = np.concatenate([np.ones(size), np.zeros(size)])
     classifier = HistGradientBoostingClassifier(max_iter=100, random_state=seed)
-    scores = cross_val_score(classifier, features, labels, cv=3, scoring="roc_auc")
+    with one_openmp_thread():
+        scores = cross_val_score(classifier, features, labels, cv=3, scoring="roc_auc")
     return float(np.mean(scores))
 
 
@@ -140,3 +142,48 @@ def fidelity_of(dataset: Dataset, training: pl.DataFrame, other: pl.DataFrame, *
 def _mean(series: pl.Series) -> float:
     values = series.drop_nulls().drop_nans() if series.dtype == pl.Float64 else series.drop_nulls()
     return float(values.mean()) if values.len() else math.nan
+
+
+ASSOCIATION_COLUMNS = 40
+"""Columns an association heatmap shows at most."""
+
+
+def association_matrix(dataset: Dataset, frame: pl.DataFrame, *, rows: int = 5000, seed: int = 0) -> np.ndarray:
+    """Cramer's V between every pair of modelled columns on their public bins (numbers binned, so every
+    kind of pair has the same measure), on at most ``rows`` seeded rows; 1 on the diagonal."""
+    if frame.height > rows:
+        frame = frame[np.sort(np.random.default_rng([seed, 0xA550]).choice(frame.height, rows, replace=False))]
+    table = bin_table(dataset, frame)
+    width = table.codes.shape[1]
+    matrix = np.eye(width)
+    for i, j in itertools.combinations(range(width), 2):
+        counts = np.bincount(table.codes[:, i].astype(np.int64) * table.sizes[j] + table.codes[:, j],
+                             minlength=int(table.sizes[i] * table.sizes[j])).reshape(table.sizes[i], table.sizes[j])
+        counts = counts[counts.sum(1) > 0][:, counts.sum(0) > 0]
+        if min(counts.shape) < 2:
+            matrix[i, j] = matrix[j, i] = math.nan
+            continue
+        expected = np.outer(counts.sum(1), counts.sum(0)) / counts.sum()
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        matrix[i, j] = matrix[j, i] = math.sqrt(chi2 / counts.sum() / (min(counts.shape) - 1))
+    return matrix
+
+
+def associations(dataset: Dataset, training: pl.DataFrame, synthetic: pl.DataFrame, *, seed: int = 0) -> dict:
+    """Cramer's V matrices of the training and the synthetic rows, JSON-ready, for the report's heatmaps;
+    with more than :data:`ASSOCIATION_COLUMNS` columns, the most associated ones in the training rows."""
+    names = [c.wide_name for c in dataset.spec.modelled_columns]
+    real = association_matrix(dataset, training, seed=seed)
+    synthetic_matrix = association_matrix(dataset, synthetic, seed=seed)
+    keep = np.arange(len(names))
+    if len(names) > ASSOCIATION_COLUMNS:
+        strength = np.nansum(real, axis=1) - 1.0
+        keep = np.sort(np.argsort(-strength, kind="stable")[:ASSOCIATION_COLUMNS])
+
+    def rounded(matrix: np.ndarray) -> list[list[float | None]]:
+        return [[None if math.isnan(v) else round(float(v), 4) for v in row] for row in matrix[np.ix_(keep, keep)]]
+
+    return {"measure": "Cramer's V on the public bins", "columns": [names[k] for k in keep],
+            "training": rounded(real), "synthetic": rounded(synthetic_matrix),
+            "mean_abs_difference": float(np.nanmean(np.abs(real - synthetic_matrix)[np.triu_indices(len(names), 1)]))
+            if len(names) > 1 else math.nan}

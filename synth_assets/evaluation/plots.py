@@ -95,3 +95,119 @@ def epsilon_curve_png(summary: pl.DataFrame) -> bytes:
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     return _png(figure)
+
+
+def roc_png(curves: Mapping[str, Mapping], epsilon: float | None, delta: float | None) -> bytes:
+    """The membership attack's ROC curve of each named release, with the most any attack can reach under
+    (epsilon, delta)-DP drawn as a dashed line (the region above it is impossible for a correct mechanism)."""
+    from synth_assets.evaluation.privacy_risk import dp_tpr_bound
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4.2, 4))
+    grid = np.linspace(0.0, 1.0, 201)
+    if epsilon is not None:
+        axis.plot(grid, dp_tpr_bound(grid, epsilon, delta or 0.0), "k--", linewidth=1,
+                  label=f"({epsilon:g}, {delta or 0:g})-DP bound")
+    axis.plot(grid, grid, color="#9e9e9e", linewidth=0.8, label="chance")
+    for label, roc in curves.items():
+        axis.plot(roc["fpr"], roc["tpr"], linewidth=1.4, label=label)
+    axis.set_xlabel("false positive rate")
+    axis.set_ylabel("true positive rate")
+    axis.set_title("membership attack", fontsize=9)
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def dcr_histogram_png(histogram: Mapping) -> bytes:
+    """Distances of the synthetic rows to their closest training row and closest holdout row."""
+    plt = _pyplot()
+    edges = np.asarray(histogram["edges"])
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    figure, axis = plt.subplots(figsize=(5, 3))
+    axis.bar(centres, histogram["training"], width * 0.9, alpha=0.6, label="to closest training row")
+    axis.bar(centres, histogram["holdout"], width * 0.9, alpha=0.6, label="to closest holdout row")
+    axis.set_xlabel("distance (the vote's metric)")
+    axis.set_ylabel("synthetic rows")
+    axis.set_title("distance to closest record", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def association_heatmaps_png(associations: Mapping) -> bytes:
+    """Cramer's V between columns in the training rows, in the synthetic rows, and their difference."""
+    plt = _pyplot()
+    columns = associations["columns"]
+    real = np.array(associations["training"], dtype=float)
+    synthetic = np.array(associations["synthetic"], dtype=float)
+    size = max(4.0, 0.16 * len(columns) + 2.0)
+    figure, axes = plt.subplots(1, 3, figsize=(3 * size, size))
+    panels = (("training", real, "viridis", 0.0, 1.0), ("synthetic", synthetic, "viridis", 0.0, 1.0),
+              ("synthetic - training", synthetic - real, "coolwarm", -0.5, 0.5))
+    for axis, (title, matrix, colours, low, high) in zip(axes, panels):
+        image = axis.imshow(matrix, cmap=colours, vmin=low, vmax=high)
+        axis.set_title(title, fontsize=9)
+        axis.set_xticks(range(len(columns)))
+        axis.set_yticks(range(len(columns)))
+        fontsize = 7 if len(columns) <= 20 else 4
+        axis.set_xticklabels(columns, rotation=90, fontsize=fontsize)
+        axis.set_yticklabels(columns, fontsize=fontsize)
+        figure.colorbar(image, ax=axis, fraction=0.046, pad=0.02)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def utility_bars_png(groups: Mapping[str, Mapping[str, float]], metric: str) -> bytes:
+    """Bars of one score per group (e.g. "target, model") and series (TRTR, then one per release)."""
+    plt = _pyplot()
+    names = list(groups)
+    series = list(dict.fromkeys(s for values in groups.values() for s in values))
+    figure, axis = plt.subplots(figsize=(max(4.5, 1.2 * len(names) * max(1, len(series)) / 2), 3))
+    width = 0.8 / max(len(series), 1)
+    for k, label in enumerate(series):
+        values = [groups[n].get(label, np.nan) for n in names]
+        axis.bar(np.arange(len(names)) + k * width, values, width, label=label)
+    axis.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    axis.set_xticklabels(names, rotation=20, ha="right", fontsize=7)
+    axis.set_ylabel(metric)
+    axis.set_title(f"ML utility on the holdout ({metric})", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def error_buckets_png(buckets: Sequence[Mapping]) -> bytes:
+    """Median relative error of the workload's groups by the real group's size."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 3))
+    labels = [b["bucket"] for b in buckets]
+    values = [b.get("median_error") for b in buckets]
+    axis.bar(labels, [np.nan if v is None else v for v in values], color="#5c6bc0")
+    for x, b in enumerate(buckets):
+        axis.annotate(f"{b['groups']} groups", (x, 0), textcoords="offset points", xytext=(0, 3), ha="center",
+                      fontsize=6)
+    axis.set_xlabel("real group size (entities)")
+    axis.set_ylabel("median relative error")
+    axis.set_title("workload error by group size", fontsize=9)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def metric_by_epsilon_png(series: Mapping[str, Mapping[float, float]], title: str,
+                          bound: Mapping[float, float] | None = None) -> bytes:
+    """One line per generator of a metric against epsilon; ``bound``: a dashed line (e.g. the DP bound)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4.2, 3))
+    if bound:
+        xs = sorted(bound)
+        axis.plot(xs, [bound[x] for x in xs], "k--", linewidth=1, label="DP bound")
+    for label, points in series.items():
+        xs = sorted(points)
+        axis.plot(xs, [points[x] for x in xs], marker="o", label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("epsilon")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return _png(figure)

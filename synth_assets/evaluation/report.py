@@ -1,56 +1,84 @@
-"""One evaluation of a synthetic table: marginal fidelity beside the holdout, and privacy risk audited
-against the DP bound. ``evaluate`` is the SDK entry point; the report is JSON-ready and writes a
-self-contained HTML file."""
+"""One evaluation of a synthetic table: fidelity beside the holdout, ML utility, the workload, and privacy
+risk audited against the DP bound, each section judged green / amber / red against the dataset's gates
+(``evaluation.gates`` in dataset.yaml) with plain-language recommendations. ``evaluate`` is the SDK entry
+point; the report is JSON-ready and writes a self-contained HTML file."""
 
 from __future__ import annotations
 
-import html
-import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from synth_assets.benchmark.compare import compare
+from synth_assets.benchmark.summary import workload_summary
+from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.loading import Dataset
-from synth_assets.evaluation.fidelity import fidelity_of
+from synth_assets.datasets.spec import Gates, HigherIsBetter, LowerIsBetter
+from synth_assets.evaluation.fidelity import associations, fidelity_of
 from synth_assets.evaluation.marginals import mean_tvd
 from synth_assets.evaluation.privacy_risk import AMBER, GREEN, NOT_AVAILABLE, RED, PrivacyRisk, privacy_risk
 from synth_assets.evaluation.utility import ml_utility
+from synth_assets.tables.decompose import decompose
 
-FIDELITY_AMBER = 1.5  # synthetic TVD over the holdout's: above this amber, above twice it red
-UTILITY_GREEN, UTILITY_AMBER = 0.9, 0.75  # TSTR / TRTR of the headline score (AUC or R2)
-_COLOURS = {GREEN: "#2e7d32", AMBER: "#ef6c00", RED: "#c62828", NOT_AVAILABLE: "#757575"}
+SECTIONS = ("fidelity", "utility", "workload", "privacy")
+
+
+def worst(verdicts) -> str:
+    verdicts = set(verdicts)
+    return next((v for v in (RED, AMBER, GREEN) if v in verdicts), NOT_AVAILABLE)
+
+
+def judge(value: float | None, gate: LowerIsBetter | HigherIsBetter | None) -> str:
+    """The verdict of ``value`` against a gate; NaN or None is 'not available', never a pass."""
+    if gate is None or value is None or math.isnan(value):
+        return NOT_AVAILABLE
+    if isinstance(gate, LowerIsBetter):
+        return GREEN if value <= gate.green else AMBER if value <= gate.amber else RED
+    return GREEN if value >= gate.green else AMBER if value >= gate.amber else RED
 
 
 @dataclass
 class EvaluationReport:
     dataset: str
+    generator: str | None
     epsilon: float | None
     delta: float | None
     rows: dict
     fidelity: dict
     privacy: PrivacyRisk
     utility: list[dict]
+    workload: dict
+    gates: dict
+    recommendations: list[str] = field(default_factory=list)
 
     @property
     def utility_verdict(self) -> str:
-        verdicts = {u["verdict"] for u in self.utility}
-        return next((v for v in (RED, AMBER, GREEN) if v in verdicts), NOT_AVAILABLE)
+        return worst(u["verdict"] for u in self.utility)
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        return {"fidelity": self.fidelity["verdict"], "utility": self.utility_verdict,
+                "workload": self.workload["verdict"], "privacy": self.privacy.verdict}
 
     @property
     def verdict(self) -> str:
-        verdicts = {self.fidelity["verdict"], self.privacy.verdict, self.utility_verdict}
-        return next((v for v in (RED, AMBER, GREEN) if v in verdicts), NOT_AVAILABLE)
+        return worst(self.verdicts.values())
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "epsilon": self.epsilon, "delta": self.delta, "verdict": self.verdict,
+        return {"dataset": self.dataset, "generator": self.generator, "epsilon": self.epsilon, "delta": self.delta,
+                "verdict": self.verdict, "verdicts": self.verdicts, "recommendations": self.recommendations,
                 "rows": self.rows, "fidelity": self.fidelity, "privacy": self.privacy.to_dict(),
-                "utility": {"verdict": self.utility_verdict, "targets": self.utility}}
+                "utility": {"verdict": self.utility_verdict, "targets": self.utility},
+                "workload": self.workload, "gates": self.gates}
 
     def to_html(self, path: str | Path) -> Path:
+        from synth_assets.evaluation.pages import release_page
+
         path = Path(path)
-        path.write_text(_html(self.to_dict()))
+        path.write_text(release_page(self.to_dict()))
         return path
 
 
@@ -63,6 +91,61 @@ def holdout_fidelity(dataset: Dataset, training: pl.DataFrame, holdout: pl.DataF
             "detail": fidelity_of(dataset, training, holdout, seed=seed)}
 
 
+def _fidelity(dataset: Dataset, training: pl.DataFrame, holdout: pl.DataFrame, synthetic: pl.DataFrame,
+              baseline: dict, gates: Gates, seed: int) -> dict:
+    synthetic_tvd = mean_tvd(dataset, training, synthetic, three_way=True)
+    detail = fidelity_of(dataset, training, synthetic, seed=seed)
+    fidelity: dict = {"synthetic_vs_training": synthetic_tvd, "holdout_vs_training": baseline["tvd"],
+                      "columns_pairs_detection": {"synthetic": detail, "holdout": baseline["detail"]},
+                      "associations": associations(dataset, training, synthetic, seed=seed)}
+    if not holdout.height:
+        fidelity["verdict"] = NOT_AVAILABLE
+        fidelity["reason"] = "no holdout (privacy.holdout_fraction is 0): nothing shows what sampling noise costs"
+        return fidelity
+    ratios = {k: synthetic_tvd[k] / baseline["tvd"][k] if baseline["tvd"][k] > 0 else math.inf for k in synthetic_tvd}
+    worst_order = max(ratios, key=ratios.get)
+    fidelity["ratio_to_holdout"] = ratios
+    fidelity["worst_order"] = worst_order
+    fidelity["worst_ratio_to_holdout"] = ratios[worst_order]
+    verdicts = [judge(ratios[worst_order], gates.marginal_tvd_ratio)]
+    if gates.detection_auc is not None:
+        verdicts.append(judge(detail["detection_auc"], gates.detection_auc))
+    fidelity["verdict"] = worst(verdicts)
+    return fidelity
+
+
+def _utility(dataset: Dataset, training, holdout, synthetic, gates: Gates, seed: int) -> list[dict]:
+    utility = ml_utility(dataset, training, holdout, synthetic, seed=seed)
+    for entry in utility:
+        if "verdict" not in entry:
+            key = "auc" if entry["task"] == "classification" else "r2"
+            entry["headline"] = key
+            entry["verdict"] = judge(entry["ratio"].get(key, math.nan), gates.tstr_ratio)
+    return utility
+
+
+def _workload(dataset: Dataset, answers: Mapping[str, pl.DataFrame] | None, synthetic: pl.DataFrame,
+              gates: Gates) -> dict:
+    if answers is None:
+        return {"verdict": NOT_AVAILABLE, "reason": "no real workload answers were given (answers=...)"}
+    scores = compare(dataset.queries, answers, run_workload(dataset.queries, decompose(dataset, synthetic)))
+    if not scores:
+        return {"verdict": NOT_AVAILABLE, "reason": "the dataset declares no workload query"}
+    summary = workload_summary(scores)
+    summary["query_scores"] = [score.to_dict() for score in scores]
+    summary["verdict"] = judge(summary["metric_pass_rate"], gates.workload_metric_pass_rate)
+    return summary
+
+
+def _gate_attacks(risk: PrivacyRisk, gates: Gates) -> None:
+    """The Anonymeter attacks' verdicts from the dataset's attack-risk gate (their 95% lower bound)."""
+    for name, entries in risk.attacks.items():
+        for entry in entries if isinstance(entries, list) else [entries]:
+            if isinstance(entry, dict) and "risk_low95" in entry:
+                entry["verdict"] = judge(entry["risk_low95"], gates.attack_risk)
+                entry.setdefault("attack", name)
+
+
 def evaluate(
     dataset: Dataset,
     training: pl.DataFrame,
@@ -72,106 +155,25 @@ def evaluate(
     epsilon: float | None,
     delta: float | None = None,
     seed: int = 0,
+    answers: Mapping[str, pl.DataFrame] | None = None,
+    generator: str | None = None,
     baseline: dict | None = None,
 ) -> EvaluationReport:
     """Evaluate ``synthetic`` (a wide table) made from ``training`` only, against ``holdout`` rows the
     generator never saw. ``epsilon`` / ``delta``: the guarantee the table claims (None: none), which the
-    membership attack is audited against. ``baseline``: :func:`holdout_fidelity` of the same rows, when
-    several tables are evaluated against them."""
+    membership attack is audited against. ``answers``: the real answers of the dataset's workload queries
+    (without them the workload section is not available). ``baseline``: :func:`holdout_fidelity` of the
+    same rows, when several tables are evaluated against them."""
+    from synth_assets.evaluation.recommendations import recommend
+
+    gates = dataset.spec.evaluation.gates
     baseline = baseline or holdout_fidelity(dataset, training, holdout, seed=seed)
-    synthetic_tvd = mean_tvd(dataset, training, synthetic, three_way=True)
-    fidelity: dict = {"synthetic_vs_training": synthetic_tvd}
-    if holdout.height:
-        holdout_tvd = baseline["tvd"]
-        fidelity["holdout_vs_training"] = holdout_tvd
-        ratio = max(synthetic_tvd[k] / holdout_tvd[k] if holdout_tvd[k] > 0 else math.inf for k in synthetic_tvd)
-        fidelity["worst_ratio_to_holdout"] = ratio
-        fidelity["verdict"] = GREEN if ratio <= FIDELITY_AMBER else AMBER if ratio <= 2 * FIDELITY_AMBER else RED
-    else:
-        fidelity["holdout_vs_training"] = None
-        fidelity["verdict"] = NOT_AVAILABLE
-    fidelity["columns_pairs_detection"] = {"synthetic": fidelity_of(dataset, training, synthetic, seed=seed),
-                                           "holdout": baseline["detail"]}
+    fidelity = _fidelity(dataset, training, holdout, synthetic, baseline, gates, seed)
     risk = privacy_risk(dataset, training, holdout, synthetic, epsilon=epsilon, delta=delta, seed=seed)
+    _gate_attacks(risk, gates)
     rows = {"training": training.height, "holdout": holdout.height, "synthetic": synthetic.height}
-    utility = ml_utility(dataset, training, holdout, synthetic, seed=seed)
-    for entry in utility:
-        if "verdict" not in entry:
-            key = "auc" if entry["task"] == "classification" else "r2"
-            ratio = entry["ratio"].get(key, math.nan)
-            entry["verdict"] = (NOT_AVAILABLE if math.isnan(ratio) else GREEN if ratio >= UTILITY_GREEN
-                                else AMBER if ratio >= UTILITY_AMBER else RED)
-    return EvaluationReport(dataset.name, epsilon, delta, rows, fidelity, risk, utility)
-
-
-def _badge(verdict: str) -> str:
-    return (f'<span style="background:{_COLOURS[verdict]};color:white;padding:2px 8px;border-radius:4px">'
-            f"{html.escape(verdict)}</span>")
-
-
-def _number(value) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4g}"
-    return html.escape(str(value))
-
-
-def _pairs(values: dict) -> str:
-    return ", ".join(f"{html.escape(k)} {_number(v)}" for k, v in values.items())
-
-
-def _table(rows: list[tuple[str, object]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{_number(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
-
-
-def _html(report: dict) -> str:
-    privacy = report["privacy"]
-    fidelity = report["fidelity"]
-    sections = [f"<h1>{html.escape(report['dataset'])}: evaluation {_badge(report['verdict'])}</h1>",
-                f"<p>epsilon {_number(report['epsilon'])}, delta {_number(report['delta'])}; rows: "
-                + ", ".join(f"{k} {v}" for k, v in report["rows"].items()) + "</p>",
-                f"<h2>Marginal fidelity {_badge(fidelity['verdict'])}</h2>"]
-    holdout = fidelity.get("holdout_vs_training") or {}
-    sections.append("<table><tr><th>mean TVD</th><th>synthetic vs training</th><th>holdout vs training</th></tr>"
-                    + "".join(f"<tr><td>{k}</td><td>{_number(v)}</td><td>{_number(holdout.get(k, math.nan))}</td></tr>"
-                              for k, v in fidelity["synthetic_vs_training"].items()) + "</table>")
-    detail = fidelity.get("columns_pairs_detection") or {}
-    if detail:
-        theirs = detail.get("holdout") or {}
-        sections.append("<table><tr><th>per column, per pair, detection</th><th>synthetic vs training</th>"
-                        "<th>holdout vs training</th></tr>"
-                        + "".join(f"<tr><td>{k}</td><td>{_number(v)}</td><td>{_number(theirs.get(k, math.nan))}</td></tr>"
-                                  for k, v in detail["synthetic"].items()) + "</table>")
-    sections.append(f"<h2>Privacy risk {_badge(privacy['verdict'])}</h2>")
-    for title, key in (("Exact copies", "exact_copies"), ("Distance to closest record", "dcr"),
-                       ("Membership inference", "membership_inference"), ("Audit against the DP bound", "dp_audit")):
-        part = privacy[key]
-        flat = [(k, v) for k, v in part.items() if k not in ("verdict", "roc", "histogram") and not isinstance(v, dict)]
-        sections.append(f"<h3>{title} {_badge(part['verdict'])}</h3>" + _table(flat))
-    utility = report["utility"]
-    sections.append(f"<h2>ML utility (train on synthetic, test on the holdout) {_badge(utility['verdict'])}</h2>")
-    if utility["targets"]:
-        sections.append("<table><tr><th>target</th><th>model</th><th>TSTR</th><th>TRTR</th><th>ratio</th><th></th></tr>"
-                        + "".join(f"<tr><td>{html.escape(u['target'])}</td><td>{html.escape(u.get('model', ''))}</td>"
-                                  f"<td>{_pairs(u.get('tstr', {}))}</td><td>{_pairs(u.get('trtr', {}))}</td>"
-                                  f"<td>{_pairs(u.get('ratio', {}))}</td><td>{_badge(u['verdict'])}</td></tr>"
-                                  for u in utility["targets"]) + "</table>")
-    else:
-        sections.append("<p>No target declared: add evaluation.targets to dataset.yaml.</p>")
-    attacks = privacy.get("attacks") or {}
-    rows = [("attribute inference: " + a["column"], a) for a in attacks.get("attribute_inference", [])]
-    if "linkability" in attacks and "risk" in attacks["linkability"]:
-        rows.append(("linkability", attacks["linkability"]))
-    if rows:
-        sections.append("<h3>Anonymeter's attacks (training targets against holdout controls)</h3><table>"
-                        "<tr><th>attack</th><th>success on targets</th><th>on controls</th><th>risk</th>"
-                        "<th>risk, 95% low</th><th></th></tr>"
-                        + "".join(f"<tr><td>{html.escape(name)}</td><td>{_number(a['success_targets'])}</td>"
-                                  f"<td>{_number(a['success_controls'])}</td><td>{_number(a['risk'])}</td>"
-                                  f"<td>{_number(a['risk_low95'])}</td><td>{_badge(a['verdict'])}</td></tr>"
-                                  for name, a in rows) + "</table>")
-    sections.append("<details><summary>JSON</summary><pre>" + html.escape(json.dumps(report, indent=1)) + "</pre></details>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}"
-             "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report['dataset'])} evaluation"
-            f"</title><style>{style}</style></head><body>{''.join(sections)}</body></html>")
+    report = EvaluationReport(dataset.name, generator, epsilon, delta, rows, fidelity, risk,
+                              _utility(dataset, training, holdout, synthetic, gates, seed),
+                              _workload(dataset, answers, synthetic, gates), gates.model_dump(mode="json"))
+    report.recommendations = recommend(report.to_dict())
+    return report

@@ -3,6 +3,7 @@ synthetic table of a partition is evaluated against the holdout, with an HTML re
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -56,3 +57,17 @@ def test_generators_see_training_only_and_each_table_is_evaluated_against_the_ho
     materialization = result.asset_materializations_for_node("evaluation__privacy_risk")[0]
     assert "mia" in materialization.metadata["evaluation"].value.lower()
     assert PRIVACY_RISK_KEY == materialization.asset_key
+    for section in ("fidelity", "utility", "workload", "privacy"):
+        assert set(evaluation[f"{section}_verdict"]) <= {"green", "amber", "red", "not available"}
+    assert set(evaluation["workload_verdict"]) != {"not available"}  # the real answers reached the evaluation
+    stored = [json.loads(text) for text in evaluation["report_json"]]
+    assert {r["generator"] for r in stored} == set(evaluation["generator"])
+
+    # the comparison page covers every release in the warehouse, this partition's and another's
+    other = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="4")
+    (comparison,) = other.asset_materializations_for_node("evaluation__comparison")
+    assert comparison.metadata["releases"].value == 2 * len(dataset.spec.synthesis.generators)
+    assert comparison.metadata["epsilons"].value == [1.0, 4.0]
+    page = Path(comparison.metadata["page"].value).read_text()
+    assert page.count('alt="ROC at epsilon') == 2 and "every release compared" in page
+    assert "recommendations" in comparison.metadata
