@@ -122,6 +122,8 @@ def _fit_and_score(task: str, kind: str, x_train, y_train, x_test, y_test, class
     if task == "classification" and np.unique(y_train).size < 2:
         return {"note": "the training rows hold a single class"}
     if kind == "gradient_boosting":
+        present = ~np.isnan(x_train).all(axis=0)  # a column null in every training row teaches nothing
+        x_train, x_test, widths = x_train[:, present], x_test[:, present], [w for w, p in zip(widths, present) if p]
         native = np.array([0 < w <= MAX_CATEGORIES for w in widths], dtype=bool)
         options = {"random_state": seed, "categorical_features": native if native.any() else None}
         model = (HistGradientBoostingRegressor(**options) if task == "regression"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -74,3 +75,12 @@ def test_targets_are_checked_when_the_spec_is_read(tiny_copy):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(DatasetError, match="no_such_column"):
         load_dataset(tiny_copy)
+
+
+def test_a_column_null_in_every_training_row_is_left_out_not_a_crash(with_targets):
+    dataset, training, holdout = with_targets
+    numeric = next(c.wide_name for c in dataset.spec.modelled_columns
+                   if c.wide_name not in {t.column for t in dataset.spec.evaluation.targets} and c.nullable)
+    blank = training.with_columns(training[numeric].clear(training.height))
+    results = ml_utility(dataset, training, holdout, blank)
+    assert all("tstr" in r and not math.isnan(next(iter(r["tstr"].values()))) for r in results)
