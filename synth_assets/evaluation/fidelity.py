@@ -20,7 +20,7 @@ from scipy import stats
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
-from synth_assets.evaluation.marginals import bin_table
+from synth_assets.evaluation.marginals import bin_labels, bin_table
 from synth_assets.evaluation.utility import one_openmp_thread
 
 DETECTION_ROWS = 3000
@@ -187,3 +187,20 @@ def associations(dataset: Dataset, training: pl.DataFrame, synthetic: pl.DataFra
             "training": rounded(real), "synthetic": rounded(synthetic_matrix),
             "mean_abs_difference": float(np.nanmean(np.abs(real - synthetic_matrix)[np.triu_indices(len(names), 1)]))
             if len(names) > 1 else math.nan}
+
+
+def worst_marginals(dataset: Dataset, training: pl.DataFrame, synthetic: pl.DataFrame,
+                    holdout: pl.DataFrame | None = None, *, columns: int = 6) -> list[dict]:
+    """The 1-way marginals on the public bins of the ``columns`` columns whose synthetic TVD to the
+    training rows is largest, JSON-ready: bin labels and the share of each table per bin."""
+    frames = {"training": training, "synthetic": synthetic, **({"holdout": holdout} if holdout is not None
+                                                               and holdout.height else {})}
+    binned = {name: bin_table(dataset, frame) for name, frame in frames.items()}
+    sizes = binned["training"].sizes
+    shares = {name: [np.bincount(table.codes[:, j], minlength=int(sizes[j])) / max(table.codes.shape[0], 1)
+                     for j in range(len(sizes))] for name, table in binned.items()}
+    tvd = [0.5 * float(np.abs(shares["training"][j] - shares["synthetic"][j]).sum()) for j in range(len(sizes))]
+    spec = dataset.spec.modelled_columns
+    return [{"column": spec[j].wide_name, "tvd": tvd[j], "bins": bin_labels(spec[j]),
+             **{name: [round(float(v), 5) for v in shares[name][j]] for name in shares}}
+            for j in sorted(np.argsort(-np.asarray(tvd), kind="stable")[:columns])]

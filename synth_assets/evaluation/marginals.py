@@ -43,6 +43,17 @@ def column_bins(column: CategoricalColumn | NumericColumn) -> int:
     return base + (1 if column.nullable else 0)
 
 
+def bin_labels(column: CategoricalColumn | NumericColumn) -> list[str]:
+    """A readable label per public bin of a column, in code order."""
+    if isinstance(column, CategoricalColumn):
+        labels = list(column.categories)
+    else:
+        edges = bin_edges(column)
+        labels = [f"{a:.3g}-{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
+        labels += [f"= {v:g}" for v in column.special_values]
+    return labels + (["null"] if column.nullable else [])
+
+
 _POINT_TOLERANCE = 1e-9
 
 

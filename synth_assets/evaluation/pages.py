@@ -72,6 +72,9 @@ def _fidelity_sections(report: dict) -> list[str]:
         theirs = detail.get("holdout") or {}
         sections.append(_table(["per column, per pair, detection", "synthetic vs training", "holdout vs training"],
                                [(k, v, theirs.get(k)) for k, v in detail["synthetic"].items()]))
+    if fidelity.get("worst_marginals"):
+        sections.append("<h3>The columns furthest from the training rows (public bins)</h3>"
+                        + _image(plots.worst_marginals_png(fidelity["worst_marginals"]), "worst 1-way marginals"))
     if fidelity.get("associations"):
         sections.append(f"<h3>Associations between columns ({html.escape(fidelity['associations']['measure'])})"
                         "</h3>" + _image(plots.association_heatmaps_png(fidelity["associations"]),

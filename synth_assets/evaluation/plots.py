@@ -14,7 +14,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn
-from synth_assets.evaluation.marginals import bin_edges, bin_table
+from synth_assets.evaluation.marginals import bin_labels, bin_table
 
 
 def _pyplot():
@@ -37,16 +37,6 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def _labels(column) -> list[str]:
-    if isinstance(column, CategoricalColumn):
-        labels = list(column.categories)
-    else:
-        edges = bin_edges(column)
-        labels = [f"{a:.3g}-{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
-        labels += [f"= {v:g}" for v in column.special_values]
-    return labels + (["null"] if column.nullable else [])
-
-
 def marginals_png(
     dataset: Dataset, frames: Mapping[str, pl.DataFrame], columns: Sequence[str], *, max_bins: int = 14
 ) -> bytes:
@@ -57,7 +47,7 @@ def marginals_png(
     figure, axes = plt.subplots(len(columns), 1, figsize=(9, 2.3 * len(columns)), squeeze=False)
     for axis, name in zip(axes[:, 0], columns):
         column = spec_columns[name]
-        labels = _labels(column)
+        labels = bin_labels(column)
         j = next(iter(binned.values())).columns.index(name)
         shares = {}
         for label, table in binned.items():
@@ -209,5 +199,24 @@ def metric_by_epsilon_png(series: Mapping[str, Mapping[float, float]], title: st
     axis.set_xlabel("epsilon")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def worst_marginals_png(marginals: Sequence[Mapping], max_bins: int = 14) -> bytes:
+    """Bars of the 1-way marginals :func:`synth_assets.evaluation.fidelity.worst_marginals` chose."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(len(marginals), 1, figsize=(9, 2.3 * len(marginals)), squeeze=False)
+    for axis, marginal in zip(axes[:, 0], marginals):
+        series = [k for k in ("training", "holdout", "synthetic") if k in marginal]
+        shown = np.sort(np.argsort(-np.asarray(marginal["training"]), kind="stable")[:max_bins])
+        width = 0.8 / len(series)
+        for k, label in enumerate(series):
+            axis.bar(np.arange(shown.size) + k * width, np.asarray(marginal[label])[shown], width, label=label)
+        axis.set_xticks(np.arange(shown.size) + 0.4 - width / 2)
+        axis.set_xticklabels([marginal["bins"][i] for i in shown], rotation=30, ha="right", fontsize=7)
+        axis.set_title(f"{marginal['column']} (TVD {marginal['tvd']:.3f})", fontsize=9)
+        axis.set_ylabel("share", fontsize=8)
+    axes[0, 0].legend(fontsize=8)
     figure.tight_layout()
     return _png(figure)

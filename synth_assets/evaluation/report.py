@@ -17,7 +17,7 @@ from synth_assets.benchmark.summary import workload_summary
 from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import Gates, HigherIsBetter, LowerIsBetter
-from synth_assets.evaluation.fidelity import associations, fidelity_of
+from synth_assets.evaluation.fidelity import associations, fidelity_of, worst_marginals
 from synth_assets.evaluation.marginals import mean_tvd
 from synth_assets.evaluation.privacy_risk import AMBER, GREEN, NOT_AVAILABLE, RED, PrivacyRisk, privacy_risk
 from synth_assets.evaluation.utility import ml_utility
@@ -97,7 +97,8 @@ def _fidelity(dataset: Dataset, training: pl.DataFrame, holdout: pl.DataFrame, s
     detail = fidelity_of(dataset, training, synthetic, seed=seed)
     fidelity: dict = {"synthetic_vs_training": synthetic_tvd, "holdout_vs_training": baseline["tvd"],
                       "columns_pairs_detection": {"synthetic": detail, "holdout": baseline["detail"]},
-                      "associations": associations(dataset, training, synthetic, seed=seed)}
+                      "associations": associations(dataset, training, synthetic, seed=seed),
+                      "worst_marginals": worst_marginals(dataset, training, synthetic, holdout)}
     if not holdout.height:
         fidelity["verdict"] = NOT_AVAILABLE
         fidelity["reason"] = "no holdout (privacy.holdout_fraction is 0): nothing shows what sampling noise costs"

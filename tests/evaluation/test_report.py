@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from synth_assets import evaluate, split_holdout
 from synth_assets.benchmark.workload import run_workload
 from synth_assets.datasets.spec import Evaluation, Gates, HigherIsBetter, LowerIsBetter, Target
-from synth_assets.evaluation.fidelity import _cramers_v, association_matrix
+from synth_assets.evaluation.fidelity import _cramers_v, association_matrix, worst_marginals
 from synth_assets.evaluation.marginals import bin_table
 from synth_assets.evaluation.pages import comparison_page
 from synth_assets.evaluation.recommendations import across_releases
@@ -115,6 +115,19 @@ def test_association_matrix_is_cramers_v_on_the_public_bins(split):
         assert matrix[i, j] == pytest.approx(expected) and matrix[j, i] == matrix[i, j]
 
 
+def test_the_worst_marginals_are_the_columns_with_the_largest_tvd(split):
+    dataset, training, holdout, _, release = split
+    chosen = worst_marginals(dataset, training, release, holdout, columns=2)
+    every = {m["column"]: m for m in worst_marginals(dataset, training, release, holdout, columns=99)}
+    assert len(every) == len(dataset.spec.modelled_columns)
+    assert {m["column"] for m in chosen} == set(sorted(every, key=lambda c: -every[c]["tvd"])[:2])
+    for m in every.values():
+        assert len(m["bins"]) == len(m["training"]) == len(m["synthetic"]) == len(m["holdout"])
+        assert sum(m["training"]) == pytest.approx(1.0, abs=1e-3)
+        assert m["tvd"] == pytest.approx(0.5 * sum(abs(a - b) for a, b in zip(m["training"], m["synthetic"])),
+                                         abs=1e-4)
+
+
 def _release(generator: str, epsilon: float, **verdicts: str) -> dict:
     sections = {"fidelity": "green", "utility": "green", "workload": "green", "privacy": "green", **verdicts}
     worst = next((v for v in ("red", "amber", "green") if v in sections.values()), "green")
@@ -149,7 +162,8 @@ def test_pages_are_self_contained_and_draw_the_dp_bound(split, tmp_path):
                           generator="independent_marginals")
         page = report.to_html(tmp_path / f"release_{epsilon}.html").read_text()
         assert "src=\"http" not in page and "<script src" not in page
-        for alt in ("DCR histogram", "membership attack ROC", "association heatmaps", "TSTR against TRTR"):
+        for alt in ("DCR histogram", "membership attack ROC", "association heatmaps", "TSTR against TRTR",
+                    "worst 1-way marginals"):
             assert re.search(rf'<img alt="{alt}" src="data:image/png;base64,[A-Za-z0-9+/=]{{200,}}"', page), alt
         reports.append(report.to_dict())
     other = copy.deepcopy(reports[0])
