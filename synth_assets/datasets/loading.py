@@ -6,9 +6,12 @@ import difflib
 import hashlib
 import json
 import os
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
@@ -33,7 +36,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A validated dataset directory: the spec, the reporting SQL and the workload."""
+    """A validated dataset directory: the spec, the reporting SQL and the workload. ``files`` holds the
+    text of every file it was read from (the shared SQL included), by its path as the spec gives it."""
 
     directory: Path
     spec: DatasetSpec
@@ -74,6 +78,106 @@ class Dataset:
             if query.name == name:
                 return query
         raise KeyError(f"dataset {self.name!r} has no query {name!r}")
+
+    @property
+    def shared_views(self) -> list[SharedView]:
+        """The views of the spec's ``shared_sql`` files, in the order they are created."""
+        return parse_shared_sql(self.spec, self.directory, self.files)
+
+
+@dataclass(frozen=True)
+class SharedView:
+    """A view that a shared SQL file defines over the sources, for the reporting SQL to read."""
+
+    name: str
+    file: str  # as listed under shared_sql
+    statement: str  # the CREATE VIEW statement, as written
+    reads: frozenset[str]  # the sources and earlier views its SELECT reads (lower case)
+
+
+_SQL_SPACE = r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)+"
+_CREATE_VIEW = re.compile(
+    rf"^create(?:{_SQL_SPACE}or{_SQL_SPACE}replace)?(?:{_SQL_SPACE}(?:temp|temporary))?{_SQL_SPACE}"
+    rf"view(?:{_SQL_SPACE}if{_SQL_SPACE}not{_SQL_SPACE}exists)?{_SQL_SPACE}"
+    rf"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:{_SQL_SPACE})?(?P<columns>\([^()]*\))?"
+    rf"(?:{_SQL_SPACE}|(?<=\)))as(?:{_SQL_SPACE}|(?=\())(?P<select>.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _statements(path: Path, sql: str) -> list[tuple[duckdb.StatementType, str]]:
+    connection = duckdb.connect()
+    try:
+        return [(s.type, s.query) for s in connection.extract_statements(sql)]
+    except duckdb.Error as exc:
+        raise DatasetError(f"{path}: shared SQL does not parse ({exc}); fix the file") from exc
+    finally:
+        connection.close()
+
+
+def parse_shared_sql(
+    spec: DatasetSpec, directory: Path, files: Mapping[str, str]
+) -> list[SharedView]:
+    """The views of the ``shared_sql`` files (their text in ``files``), checked: each file holds only
+    ``CREATE VIEW name AS SELECT ...`` statements, each view has a name of its own and reads only
+    sources and the views defined before it."""
+    sources = {s.lower(): s for s in spec.sources}
+    reporting = {t.lower() for t in spec.reporting_tables}
+    views: dict[str, SharedView] = {}
+    for relative in spec.shared_sql:
+        path = spec.resolve(directory, relative)
+        if relative not in files:
+            raise DatasetError(f"{path}: shared SQL file was not loaded with the dataset; load it again")
+        statements = _statements(path, files[relative])
+        if not statements:
+            raise DatasetError(
+                f"{path}: shared SQL file holds no statement; write CREATE VIEW name AS SELECT ... "
+                f"statements, or remove it from shared_sql in {SPEC_FILENAME}"
+            )
+        for number, (kind, statement) in enumerate(statements, start=1):
+            match = _CREATE_VIEW.match(statement.strip())
+            shown = " ".join(statement.split())
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            if kind != duckdb.StatementType.CREATE or match is None:
+                raise DatasetError(
+                    f"{path}: statement {number} ({shown!r}) is not a CREATE VIEW; a shared SQL file "
+                    f"may only define views, each as CREATE VIEW name AS SELECT ... with a name of "
+                    f"letters, digits and underscores"
+                )
+            name = match["name"]
+            where = f"{path}: view {name!r} (statement {number})"
+            select = match["select"].strip().rstrip(";")
+            try:
+                if statement_count(select) != 1:
+                    raise ValueError("not one SELECT statement")
+                reads = referenced_tables(select)
+            except ValueError as exc:
+                raise DatasetError(f"{where}: its query is not one SELECT statement ({exc})") from exc
+            lowered = name.lower()
+            if lowered in sources or lowered in reporting:
+                what = "a source" if lowered in sources else "a reporting table"
+                raise DatasetError(f"{where}: {name!r} is already the name of {what}; rename the view")
+            if lowered in views:
+                raise DatasetError(
+                    f"{where}: {name!r} is already a view of {views[lowered].file}; rename one of them"
+                )
+            for table in sorted(reads - set(sources) - set(views)):
+                if table in reporting:
+                    hint = (
+                        "shared SQL runs before the reporting tables are built, so a view reads "
+                        "sources and earlier views only"
+                    )
+                else:
+                    hint = "; ".join(
+                        ["a view reads sources and the views defined before it"]
+                        + _nearest(table, [*spec.sources, *(v.name for v in views.values())])
+                    )
+                raise DatasetError(
+                    f"{where}: reads {table!r}, which is neither a source {sorted(spec.sources)} nor a "
+                    f"view defined before it; {hint}"
+                )
+            views[lowered] = SharedView(name, relative, statement.strip(), frozenset(reads))
+    return list(views.values())
 
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:
@@ -190,9 +294,12 @@ def _unresolved_column_message(
     )
 
 
-def check_query_sql(spec: DatasetSpec, path: Path, query: Query) -> None:
+def check_query_sql(
+    spec: DatasetSpec, path: Path, query: Query, shared_views: Collection[str] = ()
+) -> None:
     """Refuse a query that could only fail when the workload runs: SQL that is not one statement,
-    tables that are not reporting tables, columns that the rebuilt reporting tables do not have."""
+    tables that are not reporting tables, columns that the rebuilt reporting tables do not have.
+    ``shared_views`` are the names of the views of the shared SQL (only to say so when a query reads one)."""
     try:
         statements = statement_count(query.sql)
         tables = referenced_tables(query.sql)
@@ -214,6 +321,8 @@ def check_query_sql(spec: DatasetSpec, path: Path, query: Query) -> None:
             hints = [f"write it without the schema, as {unqualified!r}"]
         elif table in {s.lower() for s in spec.sources}:
             hints = [f"{table!r} is a source: read the reporting table built from it"]
+        elif table in {v.lower() for v in shared_views}:
+            hints = [f"{table!r} is a view of the shared SQL, over the sources: read a reporting table"]
         else:
             hints = _nearest(table, reporting)
         raise DatasetError(
@@ -246,6 +355,10 @@ def load_dataset(directory: str | os.PathLike[str] | None = None) -> Dataset:
         reporting_sql[table] = sql
         files[reporting.sql] = sql
 
+    for relative in spec.shared_sql:
+        files[relative] = _read_text(spec.resolve(directory, relative), "shared SQL file (shared_sql)")
+    view_names = [view.name for view in parse_shared_sql(spec, directory, files)]
+
     workload_dir = spec.resolve(directory, spec.workload_dir)
     if not workload_dir.is_dir():
         raise DatasetError(
@@ -256,7 +369,7 @@ def load_dataset(directory: str | os.PathLike[str] | None = None) -> Dataset:
     names: dict[str, Path] = {}
     for path in sorted(workload_dir.glob("*.json")):
         query = load_query(path)
-        check_query_sql(spec, path, query)
+        check_query_sql(spec, path, query, view_names)
         if query.name in names:
             raise DatasetError(
                 f"{path}: query name {query.name!r} is already used by {names[query.name]}"

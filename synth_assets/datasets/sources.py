@@ -1,4 +1,5 @@
-"""Read the source tables of a dataset (CSV, Parquet, DuckDB or packaged data) into polars frames."""
+"""Read the source tables of a dataset (CSV, plain, gzipped or zipped; Parquet; DuckDB; packaged data)
+into polars frames."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import importlib.metadata
 import importlib.util
 import io
 import re
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable
 from functools import cache
@@ -159,15 +162,11 @@ def read_source(dataset: Dataset, name: str) -> pl.DataFrame:
     if not path.is_file():
         raise DatasetError(f"{path}: file of {where} not found; fix 'path' in dataset.yaml")
     if isinstance(source, CsvSource):
-        options = [
-            "header = true",
-            f"delim = {_sql_string(source.delimiter)}",
-            f"encoding = {_sql_string('latin-1' if source.encoding == 'latin1' else 'utf-8')}",
-            f"nullstr = [{', '.join(_sql_string(v) for v in source.null_values)}]",
-            "sample_size = -1",
-        ]
-        relation = f"read_csv({_sql_string(str(path))}, {', '.join(options)})"
-        return _run(f"select * from {relation}", path, where)
+        if path.suffix.lower() == ".zip":
+            with tempfile.TemporaryDirectory(prefix="synth_assets_zip_") as scratch:
+                extracted, member = _extract_zip_member(source, path, Path(scratch), where)
+                return _read_csv(source, extracted, f"{path} (member {member!r})", where)
+        return _read_csv(source, path, str(path), where)
     if isinstance(source, DuckDBSource):
         table = ".".join(quote_identifier(part) for part in source.table_parts)
         connection = duckdb.connect()
@@ -179,6 +178,121 @@ def read_source(dataset: Dataset, name: str) -> pl.DataFrame:
         finally:
             connection.close()
     raise AssertionError(f"unhandled source format {source!r}")
+
+
+def _extract_zip_member(source: CsvSource, path: Path, scratch: Path, where: str) -> tuple[Path, str]:
+    """Copy the CSV file of a .zip source into ``scratch``: its ``member``, or its only file."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{path}: the file of {where} is not a readable .zip archive ({exc})") from exc
+    with archive:
+        members = [
+            info.filename
+            for info in archive.infolist()
+            if not info.is_dir() and not info.filename.startswith("__MACOSX/")
+        ]
+        if source.member is not None:
+            member = source.member
+            if member not in members:
+                raise DatasetError(
+                    f"{path}: the .zip archive of {where} has no member {member!r}; it holds "
+                    f"{members}: fix member in dataset.yaml"
+                )
+        elif len(members) == 1:
+            member = members[0]
+        else:
+            holds = f"the files {members}" if members else "no file"
+            raise DatasetError(
+                f"{path}: the .zip archive of {where} holds {holds}; name the CSV file to read with "
+                f"member in dataset.yaml (member: name.csv)"
+            )
+        target = scratch / "member.csv"
+        with archive.open(member) as compressed, target.open("wb") as plain:
+            shutil.copyfileobj(compressed, plain)
+    return target, member
+
+
+def _read_csv(source: CsvSource, file: Path, shown: str, where: str) -> pl.DataFrame:
+    """Read a CSV file (plain or gzipped: DuckDB tells by the name) as the source's options say.
+
+    Without a header row the columns get the names of ``columns``. With ``trim``, every string column
+    loses its leading and trailing spaces before ``null_values`` are matched, and a string column whose
+    trimmed values are all integers (or all numbers) becomes BIGINT (or DOUBLE), as the file would
+    have been read without the padding.
+    """
+    options = [
+        f"header = {'true' if source.header else 'false'}",
+        f"delim = {_sql_string(source.delimiter)}",
+        f"encoding = {_sql_string('latin-1' if source.encoding == 'latin1' else 'utf-8')}",
+        f"nullstr = [{', '.join(_sql_string(v) for v in source.null_values)}]",
+        "compression = 'auto'",
+        "sample_size = -1",
+    ]
+    relation = f"read_csv({_sql_string(str(file))}, {', '.join(options)})"
+    connection = duckdb.connect()
+    try:
+        read = connection.sql(f"select * from {relation}")
+        columns, types = read.columns, [str(t) for t in read.types]
+        names = columns
+        if source.columns is not None:
+            if len(source.columns) != len(columns):
+                raise DatasetError(
+                    f"{shown}: the rows of {where} have {len(columns)} columns, but columns names "
+                    f"{len(source.columns)} ({source.columns}); list one name per column, in file order"
+                )
+            names = source.columns
+        selected = []
+        trimmed = []
+        for column, name, dtype in zip(columns, names, types, strict=True):
+            value = quote_identifier(column)
+            if source.trim and dtype == "VARCHAR":
+                value = _trimmed(value, source.null_values)
+                trimmed.append(name)
+            selected.append(f"{value} as {quote_identifier(name)}")
+        sql = f"select {', '.join(selected)} from {relation}"
+        if trimmed:
+            sql = _retyped(connection, sql, trimmed)
+        return fetch_polars(connection, sql)
+    except duckdb.Error as exc:
+        raise DatasetError(f"{shown}: cannot read {where}: {exc}") from exc
+    finally:
+        connection.close()
+
+
+def _trimmed(column: str, null_values: list[str]) -> str:
+    """SQL of ``column`` without padding spaces, null where the trimmed value is a null value."""
+    nulls = sorted({value.strip(" ") for value in null_values})
+    if not nulls:
+        return f"trim({column})"
+    return (
+        f"case when trim({column}) in ({', '.join(_sql_string(v) for v in nulls)}) then null "
+        f"else trim({column}) end"
+    )
+
+
+def _retyped(connection: duckdb.DuckDBPyConnection, sql: str, columns: list[str]) -> str:
+    """The rows of ``sql`` (kept in a temporary table, so the file is read once), each of the string
+    ``columns`` cast to BIGINT where every value is an integer (digits only: DuckDB would round
+    '1.5'), or else to DOUBLE where every value is a number."""
+    connection.execute(f"create temporary table trimmed as {sql}")
+    sql = "select * from trimmed"
+    counts = ", ".join(
+        f"count({c}), count(case when regexp_full_match({c}, '[+-]?[0-9]+') "
+        f"then try_cast({c} as bigint) end), count(try_cast({c} as double))"
+        for c in map(quote_identifier, columns)
+    )
+    row = connection.execute(f"select {counts} from trimmed").fetchall()[0]
+    casts = []
+    for index, column in enumerate(columns):
+        values, integers, numbers = row[3 * index : 3 * index + 3]
+        if values and integers == values:
+            casts.append(f"cast({quote_identifier(column)} as bigint) as {quote_identifier(column)}")
+        elif values and numbers == values:
+            casts.append(f"cast({quote_identifier(column)} as double) as {quote_identifier(column)}")
+    if not casts:
+        return sql
+    return f"select * replace ({', '.join(casts)}) from trimmed"
 
 
 def _run(sql: str, path: Path, where: str) -> pl.DataFrame:

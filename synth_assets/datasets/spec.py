@@ -90,10 +90,56 @@ class _SourceBase(_Strict):
 
 class CsvSource(_SourceBase):
     format: Literal["csv"]
-    path: str = Field(description="CSV file, relative to the dataset directory (or absolute).")
+    path: str = Field(
+        description="CSV file, relative to the dataset directory (or absolute): plain, gzipped "
+        "(.gz) or inside a .zip archive."
+    )
     delimiter: str = ","
     encoding: Literal["utf8", "latin1"] = "utf8"
     null_values: list[str] = Field(default_factory=lambda: [""])
+    header: bool = Field(default=True, description="Whether the first row holds the column names.")
+    columns: list[str] | None = Field(
+        default=None,
+        description="The column names, in file order: required when header is false, refused otherwise.",
+    )
+    trim: bool = Field(
+        default=False,
+        description="Strip leading and trailing spaces from every string value (before null_values "
+        "are matched).",
+    )
+    member: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The file to read inside a .zip archive (needed when it holds more than one).",
+    )
+
+    @model_validator(mode="after")
+    def _check_header_columns_member(self) -> CsvSource:
+        if self.header and self.columns is not None:
+            raise ValueError(
+                "columns names the columns of a file without a header row; with header: true (the "
+                "default) the names come from the file's first row: remove columns, or set header: false"
+            )
+        if not self.header:
+            if not self.columns:
+                raise ValueError(
+                    "header is false: list the column names in file order under columns "
+                    "(columns: [name, ...])"
+                )
+            if any(not name.strip() for name in self.columns):
+                raise ValueError("columns: a column name is empty")
+            lowered = [name.lower() for name in self.columns]
+            repeated = sorted({n for n in self.columns if lowered.count(n.lower()) > 1})
+            if repeated:
+                raise ValueError(
+                    f"columns names {repeated} more than once (names are compared ignoring case)"
+                )
+        if self.member is not None and not self.path.lower().endswith(".zip"):
+            raise ValueError(
+                f"member names a file inside a .zip archive, but path {self.path!r} is not a .zip: "
+                "remove member, or point path at the archive"
+            )
+        return self
 
 
 class ParquetSource(_SourceBase):
@@ -503,6 +549,19 @@ class DatasetSpec(_Strict):
     privacy: Privacy = Field(default_factory=Privacy)
     synthesis: Synthesis = Field(default_factory=Synthesis)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    shared_sql: list[str] = Field(
+        default_factory=list,
+        description="SQL files of CREATE VIEW statements over the sources, run in order before the "
+        "reporting tables are built: every reporting table's SQL can read their views.",
+    )
+
+    @field_validator("shared_sql")
+    @classmethod
+    def _shared_sql_listed_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({f for f in value if value.count(f) > 1})
+        if repeated:
+            raise ValueError(f"shared_sql lists {repeated} more than once")
+        return value
 
     @field_validator("name")
     @classmethod

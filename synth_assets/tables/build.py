@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from synth_assets.datasets.loading import Dataset, DatasetError
+from synth_assets.datasets.loading import Dataset, DatasetError, SharedView
 from synth_assets.datasets.spec import (
     CategoricalColumn,
     IdentifierColumn,
     NumericColumn,
 )
-from synth_assets.sql import quote_identifier, referenced_tables, run_sql
+from synth_assets.sql import fetch_polars, quote_identifier, referenced_tables, run_sql
 
 _POLARS_TYPE = {"integer": pl.Int64, "float": pl.Float64}
 
@@ -97,31 +97,81 @@ def check_reporting_table(dataset: Dataset, table: str, frame: pl.DataFrame) -> 
 def build_reporting_table(
     dataset: Dataset, table: str, sources: Mapping[str, pl.DataFrame]
 ) -> pl.DataFrame:
-    """Run the reporting SQL of ``table`` over the source frames, conform its types and check it."""
-    try:
-        frame = run_sql(dataset.reporting_sql[table], sources)
-    except duckdb.Error as exc:
-        sql_file = dataset.spec.reporting_tables[table].sql
-        raise DatasetError(
-            f"{dataset.directory / sql_file}: SQL of reporting table {table!r} failed: {exc}"
-        ) from exc
+    """Run the reporting SQL of ``table`` over the source frames (after creating the shared views it
+    reads), conform its types and check it."""
+    views = reporting_table_views(dataset, table)
+    if not views:
+        try:
+            frame = run_sql(dataset.reporting_sql[table], sources)
+        except duckdb.Error as exc:
+            raise _reporting_sql_failed(dataset, table, exc) from exc
+    else:
+        connection = duckdb.connect()
+        try:
+            for name, source in sources.items():
+                connection.register(name, source.to_arrow())
+            for view in views:
+                try:
+                    connection.execute(view.statement)
+                except duckdb.Error as exc:
+                    path = dataset.spec.resolve(dataset.directory, view.file)
+                    raise DatasetError(
+                        f"{path}: shared view {view.name!r} failed (building reporting table "
+                        f"{table!r}): {exc}"
+                    ) from exc
+            try:
+                frame = fetch_polars(connection, dataset.reporting_sql[table])
+            except duckdb.Error as exc:
+                raise _reporting_sql_failed(dataset, table, exc) from exc
+        finally:
+            connection.close()
     frame = _conform_reporting_types(dataset, table, frame)
     check_reporting_table(dataset, table, frame)
     return frame
 
 
-def reporting_table_sources(dataset: Dataset, table: str) -> list[str]:
-    """The sources that the SQL of reporting table ``table`` reads, in spec order."""
+def _reporting_sql_failed(dataset: Dataset, table: str, exc: duckdb.Error) -> DatasetError:
+    sql_file = dataset.spec.reporting_tables[table].sql
+    return DatasetError(f"{dataset.directory / sql_file}: SQL of reporting table {table!r} failed: {exc}")
+
+
+def _reporting_table_reads(dataset: Dataset, table: str) -> set[str]:
     sql_path = dataset.directory / dataset.spec.reporting_tables[table].sql
     try:
-        referenced = referenced_tables(dataset.reporting_sql[table])
+        return referenced_tables(dataset.reporting_sql[table])
     except ValueError as exc:
         raise DatasetError(f"{sql_path}: {exc}") from exc
+
+
+def reporting_table_views(dataset: Dataset, table: str) -> list[SharedView]:
+    """The shared views the SQL of reporting table ``table`` reads, directly or through other views,
+    in the order they are created."""
+    views = dataset.shared_views
+    if not views:
+        return []
+    by_name = {view.name.lower(): view for view in views}
+    needed: set[str] = set()
+    pending = [t for t in _reporting_table_reads(dataset, table) if t in by_name]
+    while pending:
+        name = pending.pop()
+        if name not in needed:
+            needed.add(name)
+            pending.extend(t for t in by_name[name].reads if t in by_name)
+    return [view for view in views if view.name.lower() in needed]
+
+
+def reporting_table_sources(dataset: Dataset, table: str) -> list[str]:
+    """The sources that the SQL of reporting table ``table`` reads, directly or through shared views,
+    in spec order."""
+    referenced = _reporting_table_reads(dataset, table)
+    for view in reporting_table_views(dataset, table):
+        referenced |= view.reads
     used = [name for name in dataset.spec.sources if name.lower() in referenced]
     if not used:
         raise DatasetError(
             f"{dataset.directory / dataset.spec.reporting_tables[table].sql}: reporting table "
             f"{table!r} reads none of the sources {sorted(dataset.spec.sources)}"
+            + (", directly or through the shared views" if dataset.spec.shared_sql else "")
         )
     return used
 
