@@ -25,6 +25,7 @@ from dagster import (
 from dagster_duckdb import DuckDBResource
 
 from synth_assets.sql import fetch_polars
+from synth_assets.warehouse import owner_only
 
 PARTITION_COLUMN = "__partition_key"
 _MEMBERS_SUFFIX = "__members"
@@ -162,6 +163,7 @@ class DuckDBWarehouseIOManager(ConfigurableIOManager):
                     f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; the "
                     "DuckDB warehouse stores polars DataFrames or mappings of them"
                 )
+        owner_only(self.duckdb.database)
 
     def load_input(self, context: InputContext) -> Any:
         schema, table = _location(list(context.asset_key.path))

@@ -64,6 +64,7 @@ from synth_assets.privacy.accounting import compose, compose_releases, em_rho
 from synth_assets.privacy.ledger.records import LedgerRelease, _check_delta, _positive_finite, own_epsilon
 from synth_assets.privacy.ledger.reports import BudgetCheck, Spent, _ledger, _spent_from, mechanism_parts
 from synth_assets.sql import fetch_polars
+from synth_assets.warehouse import owner_only
 
 SCHEMA = "ledger"
 RELEASES_TABLE = f"{SCHEMA}.releases"
@@ -258,7 +259,9 @@ class PrivacyLedger:
             try:
                 for i, config in enumerate(configs):
                     try:
-                        return duckdb.connect(str(self.path), read_only=False, config=dict(config))
+                        connection = duckdb.connect(str(self.path), read_only=False, config=dict(config))
+                        owner_only(self.path)
+                        return connection
                     except duckdb.ConnectionException as error:
                         if "different configuration" not in str(error) or i == len(configs) - 1:
                             raise
