@@ -86,31 +86,35 @@ def _epsilon(text: str) -> float:
     return value
 
 
-def _print_evaluation(summaries: list[dict]) -> None:
+def _print_evaluation(summaries: list[dict], comparison: dict | None) -> None:
     rows = [(s["epsilon"], row) for s in summaries for row in s.get("evaluation", [])]
     if not rows:
         return
     print()
-    header = (f"{'epsilon':>8} {'generator':<22} {'privacy':<8} {'copies':>7} {'holdout':>7} {'dcr':>6} "
-              f"{'mia auc':>8} {'bound':>6} {'audit':<6}")
+    header = (f"{'epsilon':>8} {'generator':<22} {'verdict':<8} {'fidelity':<8} {'utility':<8} {'workload':<8} "
+              f"{'privacy':<8} {'copies':>7} {'dcr':>6} {'mia auc':>8} {'bound':>6} {'audit':<6}")
     print(header)
     print("-" * len(header))
     for epsilon, row in rows:
-        print(f"{epsilon:>8g} {row['generator']:<22} {row['privacy_verdict']:<8} {_share(row['exact_copies_training'])} "
-              f"{_share(row['exact_copies_holdout'])} {_share(row['dcr_share_closer_to_training'], 6)} "
+        print(f"{epsilon:>8g} {row['generator']:<22} {row['verdict']:<8} {row['fidelity_verdict']:<8} "
+              f"{row['utility_verdict']:<8} {row['workload_verdict']:<8} {row['privacy_verdict']:<8} "
+              f"{_share(row['exact_copies_training'])} {_share(row['dcr_share_closer_to_training'], 6)} "
               f"{_share(row['mia_auc'], 8)} {_share(row['dp_auc_bound'], 6)} {row['dp_audit']:<6}")
-    print("against the holdout no generator saw: copies / holdout: share of synthetic rows identical to a")
-    print("training / holdout row; dcr: share closer to training than to holdout (0.5: no leak); mia auc: a")
-    print("membership attack, audited against the bound (epsilon, delta)-DP allows. Fidelity and ML utility")
-    print("verdicts are in the HTML reports:")
-    print(f"  {Path(rows[0][1]['report']).parent.parent}")
+    print("verdicts against evaluation.gates in dataset.yaml, on the holdout no generator saw. copies: share of")
+    print("synthetic rows identical to a training row; dcr: share closer to training than to holdout (0.5: no")
+    print("leak); mia auc: a membership attack, audited against the bound (epsilon, delta)-DP allows.")
+    print(f"one report per release: {Path(rows[0][1]['report']).parent.parent}")
+    if comparison:
+        print(f"every release compared: {comparison['page']}")
+        for line in comparison["recommendations"].splitlines():
+            print(f"  {line}")
 
 
 def _share(value, width: int = 7) -> str:
     return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.3f}"
 
 
-def _print_table(summaries: list[dict], real_seconds: float) -> None:
+def _print_table(summaries: list[dict], real_seconds: float, comparison: dict | None = None) -> None:
     print(f"real half materialized in {real_seconds:.1f} s")
     header = (
         f"{'epsilon':>8} {'generator':<22} {'tvd1':>7} {'tvd2':>7} {'tvd3':>7} {'pass':>6} {'pass/m':>7} "
@@ -129,7 +133,7 @@ def _print_table(summaries: list[dict], real_seconds: float) -> None:
     print("tvd1/2/3: mean TVD to the real table over all 1-, 2- and 200 sampled 3-way marginals (lower is")
     print("better); pass: share of workload queries that pass; pass/m: share of value metrics that pass;")
     print("independent_marginals: the reference, every column drawn from its DP 1-way marginal.")
-    _print_evaluation(summaries)
+    _print_evaluation(summaries, comparison)
     last = summaries[-1]["privacy"] if summaries else None
     if last:
         budget = last["dataset_budget_epsilon"]
@@ -157,6 +161,7 @@ def _command_run(args: argparse.Namespace) -> int:
             pe=PrivateEvolutionResource(allow_negligible_noise=args.allow_negligible_noise),
             generators=args.generator,
             verbose=args.verbose,
+            evaluation=not args.no_evaluation,
         )
     except PipelineError as exc:
         print(f"synth-assets: {exc}", file=sys.stderr)
@@ -164,7 +169,7 @@ def _command_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run.summaries, indent=2))
     else:
-        _print_table(run.summaries, run.real_seconds)
+        _print_table(run.summaries, run.real_seconds, run.comparison)
     return 0
 
 
@@ -210,39 +215,65 @@ def _command_ledger(args: argparse.Namespace) -> int:
 def _command_report(args: argparse.Namespace) -> int:
     import duckdb
 
-    from synth_assets.defs.real.assets import HOLDOUT_KEY, TRAINING_KEY
+    from synth_assets.defs.evaluation.assets import stored_reports
+    from synth_assets.defs.real.assets import BENCHMARK_ANSWERS_KEY, HOLDOUT_KEY, TRAINING_KEY
     from synth_assets.defs.synthetic.assets import epsilon_key, population_key
+    from synth_assets.evaluation.pages import comparison_page, release_page
+    from synth_assets.evaluation.recommendations import across_releases
     from synth_assets.evaluation.report import evaluate
-    from synth_assets.io_managers import read_frame
+    from synth_assets.io_managers import read_frame, read_frames
     from synth_assets.privacy.releases import resolve_delta
     from synth_assets.warehouse import warehouse_path
 
     dataset = load_dataset(args.dataset or configured_dataset_dir())
-    generator = args.generator or dataset.spec.synthesis.generators[0]
-    partition = epsilon_key(args.epsilon)
     path = warehouse_path(dataset.name)
+    hint = f"--epsilon {epsilon_key(args.epsilon)}" if args.epsilon else "--epsilon E"
     if not path.is_file():
-        print(f"synth-assets: no warehouse at {path}: run 'synth-assets run --epsilon {partition}' first",
-              file=sys.stderr)
+        print(f"synth-assets: no warehouse at {path}: run 'synth-assets run {hint}' first", file=sys.stderr)
         return 2
-    key = population_key(generator)
-    try:
-        with duckdb.connect(str(path), read_only=True) as connection:
-            training = read_frame(connection, *TRAINING_KEY.path)
-            holdout = read_frame(connection, *HOLDOUT_KEY.path)
-            population = read_frame(connection, key.path[-2], key.path[-1], partition)
-    except FileNotFoundError as exc:
-        print(f"synth-assets: {exc} (run 'synth-assets run --epsilon {partition}')", file=sys.stderr)
-        return 2
-    if population.height == 0:
-        print(f"synth-assets: {generator} has no synthetic table at epsilon {partition}: run "
-              f"'synth-assets run --epsilon {partition} --generator {generator}' first", file=sys.stderr)
-        return 2
-    report = evaluate(dataset, training, holdout, population, epsilon=args.epsilon, delta=resolve_delta(dataset))
-    out = report.to_html(args.out)
-    print(f"{dataset.name}, {generator}, epsilon {partition}: {report.verdict} (fidelity "
-          f"{report.fidelity['verdict']}, privacy {report.privacy.verdict}, utility {report.utility_verdict}); "
+    with duckdb.connect(str(path), read_only=True) as connection:
+        reports = stored_reports(connection)
+    if args.epsilon is None:
+        if not reports:
+            print(f"synth-assets: no release of {dataset.name} has been evaluated yet: run 'synth-assets run "
+                  f"--epsilon E' first", file=sys.stderr)
+            return 2
+        advice = across_releases(reports)
+        out = Path(args.out)
+        out.write_text(comparison_page(dataset.name, reports, advice))
+        print(f"{dataset.name}: {len(reports)} releases compared; page written to {out}")
+        for line in advice:
+            print(f"  - {line}")
+        return 0
+    generator = args.generator or dataset.spec.synthesis.generators[0]
+    stored = [r for r in reports if r["epsilon"] == args.epsilon and r["generator"] == generator]
+    if stored:
+        report = stored[0]
+    else:
+        partition = epsilon_key(args.epsilon)
+        key = population_key(generator)
+        try:
+            with duckdb.connect(str(path), read_only=True) as connection:
+                training = read_frame(connection, *TRAINING_KEY.path)
+                holdout = read_frame(connection, *HOLDOUT_KEY.path)
+                answers = read_frames(connection, *BENCHMARK_ANSWERS_KEY.path)
+                population = read_frame(connection, key.path[-2], key.path[-1], partition)
+        except FileNotFoundError as exc:
+            print(f"synth-assets: {exc} (run 'synth-assets run --epsilon {partition}')", file=sys.stderr)
+            return 2
+        if population.height == 0:
+            print(f"synth-assets: {generator} has no synthetic table at epsilon {partition}: run "
+                  f"'synth-assets run --epsilon {partition} --generator {generator}' first", file=sys.stderr)
+            return 2
+        report = evaluate(dataset, training, holdout, population, epsilon=args.epsilon,
+                          delta=resolve_delta(dataset), answers=answers, generator=generator).to_dict()
+    out = Path(args.out)
+    out.write_text(release_page(report))
+    verdicts = ", ".join(f"{section} {verdict}" for section, verdict in report["verdicts"].items())
+    print(f"{dataset.name}, {generator}, epsilon {args.epsilon:g}: {report['verdict']} ({verdicts}); "
           f"report written to {out}")
+    for line in report["recommendations"]:
+        print(f"  - {line}")
     return 0
 
 
@@ -287,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run even when epsilon is so large that the noise is below 0.1 per count (refused otherwise)",
     )
+    run.add_argument(
+        "--no-evaluation",
+        action="store_true",
+        help="skip the evaluation against the holdout (evaluation/privacy_risk: the privacy table, the HTML "
+        "reports and the comparison page; about a minute per epsilon on the embedded dataset); the "
+        "leaderboard and the privacy spend are printed as usual",
+    )
     run.set_defaults(handler=_command_run)
 
     ledger = commands.add_parser(
@@ -297,9 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.set_defaults(handler=_command_ledger)
 
     report = commands.add_parser(
-        "report", help="evaluate one synthetic table of the warehouse against the holdout, as an HTML page"
+        "report", help="the evaluation of one release (--epsilon, --generator), or a page comparing every "
+        "evaluated release, as a self-contained HTML file"
     )
-    report.add_argument("--epsilon", type=_epsilon, required=True, help="the partition to evaluate")
+    report.add_argument("--epsilon", type=_epsilon,
+                        help="the release to report on (default: a page comparing every evaluated release)")
     report.add_argument("--generator", help="the branch (default: the first of synthesis.generators)")
     report.add_argument("--dataset", help="dataset directory (default: the embedded Baseball Databank)")
     report.add_argument("--out", required=True, help="the HTML file to write")

@@ -15,7 +15,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset, DatasetError
 from synth_assets.datasets.spec import SPEC_FILENAME
-from synth_assets.defs.evaluation.assets import PRIVACY_RISK_KEY
+from synth_assets.defs.evaluation.assets import COMPARISON_KEY, PRIVACY_RISK_KEY
 from synth_assets.defs.graph import build_assets, build_checks, build_resources
 from synth_assets.defs.real.assets import build_real_assets, wide_key
 from synth_assets.defs.synthetic.assets import (
@@ -61,6 +61,7 @@ class PipelineRun:
     dataset: Dataset
     summaries: list[dict]
     real_seconds: float
+    comparison: dict | None  # None: the run skipped the evaluation
 
 
 def run_pipeline(
@@ -73,9 +74,11 @@ def run_pipeline(
     database: str | None = None,
     generators: Sequence[str] | None = None,
     verbose: bool = False,
+    evaluation: bool = True,
 ) -> PipelineRun:
     """Materialize the real half, then every requested epsilon partition of the synthetic half: the
-    branches of ``generators`` (default: every generator the dataset lists) and their scores."""
+    branches of ``generators`` (default: every generator the dataset lists), their scores and, unless
+    ``evaluation`` is False, their evaluation against the holdout and the page comparing every release."""
     grid = sorted({*dataset.spec.privacy.epsilon_grid, *epsilons})
     dataset_for_run = Dataset(
         directory=dataset.directory,
@@ -108,7 +111,7 @@ def run_pipeline(
     instance = instance or dg.DagsterInstance.ephemeral()
     real_keys = [key for a in build_real_assets(dataset_for_run) for key in a.keys]
     synthetic_keys = [RELEASE_PLAN_KEY, *(key for name in chosen for key in branches[name]), SCORES_KEY,
-                      PRIVACY_RISK_KEY]
+                      *([PRIVACY_RISK_KEY] if evaluation else [])]
 
     started = time.perf_counter()
     result = dg.materialize(
@@ -130,13 +133,21 @@ def run_pipeline(
         seconds = time.perf_counter() - started
         scores = result.output_for_node("synthetic__benchmark_scores")
         summary = _summary(dataset, epsilon, n_real, seconds, scores, result)
-        evaluation = result.output_for_node("evaluation__privacy_risk")
-        summary["evaluation"] = [
-            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-            for row in evaluation.iter_rows(named=True)
-        ]
+        if evaluation:
+            risk = result.output_for_node("evaluation__privacy_risk")
+            summary["evaluation"] = [
+                {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                for row in risk.drop("report_json").iter_rows(named=True)
+            ]
         summaries.append(summary)
-    return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds)
+    if not evaluation:
+        return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds, comparison=None)
+    result = dg.materialize(assets, resources=resources, selection=[COMPARISON_KEY], instance=instance,
+                            raise_on_error=False, run_config=console_logs(verbose))
+    raise_on_failure(result)
+    comparison = _metadata(result, COMPARISON_KEY)
+    return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds,
+                       comparison={"page": comparison["page"], "recommendations": comparison["recommendations"]})
 
 
 def _number(value: float | None) -> float | None:

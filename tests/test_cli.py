@@ -24,13 +24,15 @@ def _run(*args: str, tmp_path: Path, timeout: int = 600) -> subprocess.Completed
 
 
 def test_run_on_a_dataset_directory_prints_one_json_document(tiny_dataset_dir: Path, tmp_path: Path) -> None:
+    # the evaluation is checked in test_run_of_one_generator_charges_and_scores_only_its_branch
     completed = _run("run", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--epsilon", "3",
-                     "--json", tmp_path=tmp_path)
+                     "--json", "--no-evaluation", tmp_path=tmp_path)
     assert completed.returncode == 0, completed.stderr
     summaries = json.loads(completed.stdout)
     assert [s["epsilon"] for s in summaries] == [1.0, 3.0]  # 3 is not in the grid: added for this run
     for summary in summaries:
         assert REQUIRED <= set(summary)
+        assert "evaluation" not in summary  # --no-evaluation
         assert summary["dataset"] == "devices" and summary["n_real"] == 400
         assert summary["epsilon_composed"] == pytest.approx(summary["epsilon"], abs=1e-6)
         assert {q["name"] for q in summary["queries"]} == {
@@ -39,6 +41,7 @@ def test_run_on_a_dataset_directory_prints_one_json_document(tiny_dataset_dir: P
         assert [r["kind"] for r in summary["releases"]] == ["mst_prior", "nn_histogram"]
     assert summaries[1]["sigma"] < summaries[0]["sigma"]
     assert (tmp_path / "warehouse" / "devices.duckdb").is_file()
+    assert not (tmp_path / "warehouse" / "reports").exists()  # no evaluation, no reports
 
 
 def test_run_prints_a_readable_table(tiny_dataset_dir: Path, tmp_path: Path) -> None:
@@ -50,6 +53,8 @@ def test_run_prints_a_readable_table(tiny_dataset_dir: Path, tmp_path: Path) -> 
     assert first[1] in {"private_evolution", "independent_marginals"}
     assert sum(line.split()[0] in {"private_evolution", "independent_marginals"} for line in lines if line.strip()) == 1
     assert "privacy: each partition spends its generators together (epsilon 2: 3.03" in completed.stdout
+    assert "mia auc" in completed.stdout  # the evaluation's privacy table, printed after the leaderboard
+    assert "every release compared: " in completed.stdout and "comparison.html" in completed.stdout
 
 
 def test_run_of_one_generator_charges_and_scores_only_its_branch(tiny_dataset_dir: Path, tmp_path: Path) -> None:
@@ -72,6 +77,13 @@ def test_run_of_one_generator_charges_and_scores_only_its_branch(tiny_dataset_di
     assert reported.returncode == 0, reported.stderr
     assert "independent_marginals, epsilon 1" in reported.stdout and "report written to" in reported.stdout
     assert "Audit against the DP bound" in page.read_text()
+    assert "  - " in reported.stdout  # the release's recommendations follow the verdict
+    everything = tmp_path / "all.html"
+    compared = _run("report", "--dataset", str(tiny_dataset_dir), "--out", str(everything), tmp_path=tmp_path,
+                    timeout=300)
+    assert compared.returncode == 0, compared.stderr
+    assert "devices: 1 releases compared" in compared.stdout
+    assert 'alt="ROC at epsilon 1"' in everything.read_text()
     missing = _run("report", "--dataset", str(tiny_dataset_dir), "--epsilon", "2", "--generator",
                    "independent_marginals", "--out", str(page), tmp_path=tmp_path, timeout=300)
     assert missing.returncode == 2 and "synth-assets run --epsilon 2" in missing.stderr

@@ -10,7 +10,7 @@ import pytest
 import synth_assets.pe.evolution as evolution
 from synth_assets.datasets.loading import load_dataset
 from synth_assets.defs.graph import build_assets, build_resources
-from synth_assets.defs.real.assets import build_real_assets
+from synth_assets.defs.synthetic.assets import build_synthetic_assets
 from synth_assets.privacy.accounting import calibrate_sigma
 from synth_assets.resources import PrivateEvolutionResource
 from synth_assets.sql import fetch_polars
@@ -18,15 +18,14 @@ from synth_assets.sql import fetch_polars
 SMALL = {"pool_size": 150, "selected": 50, "reference_points": 3000}
 
 
-def _setup(dataset_dir: Path, tmp_path: Path, **pe_settings):
+def _setup(dataset_dir: Path, database: Path, tmp_path: Path, **pe_settings):
+    """The graph over ``database``, a copy of the warehouse with the real half (``real_half_database``),
+    and the synthetic half to select: without the evaluation stage, tested in tests/defs/evaluation/."""
     dataset = load_dataset(dataset_dir)
     pe = PrivateEvolutionResource(**{**SMALL, **pe_settings}, checkpoint_dir=str(tmp_path / "ck"))
-    database = tmp_path / "w.duckdb"
     resources = build_resources(dataset, database=str(database), pe=pe)
     assets = build_assets(dataset)
-    real = [k for a in build_real_assets(dataset) for k in a.keys]
-    synthetic = [k for a in assets for k in a.keys if k not in real]
-    assert dg.materialize(assets, resources=resources, selection=real).success
+    synthetic = [k for a in build_synthetic_assets(dataset) for k in a.keys]
     return dataset, assets, resources, synthetic, database
 
 
@@ -37,8 +36,12 @@ def _meta(result, key: str) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def test_one_partition_materializes_with_release_metadata(tiny_dataset_dir: Path, tmp_path: Path) -> None:
-    dataset, assets, resources, synthetic, database = _setup(tiny_dataset_dir, tmp_path, prior_share=0.0)
+def test_one_partition_materializes_with_release_metadata(
+    tiny_dataset_dir: Path, real_half_database: Path, tmp_path: Path
+) -> None:
+    dataset, assets, resources, synthetic, database = _setup(
+        tiny_dataset_dir, real_half_database, tmp_path, prior_share=0.0
+    )
     result = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1")
     assert result.success
     histogram = _meta(result, "synthetic/dp_histogram")
@@ -64,8 +67,10 @@ def test_one_partition_materializes_with_release_metadata(tiny_dataset_dir: Path
     assert {"decomposed_tables__profile", "decomposed_tables__usage", "decomposed_tables__updates"} <= tables
 
 
-def test_partitions_are_independent_and_prior_is_a_release(tiny_dataset_dir: Path, tmp_path: Path) -> None:
-    dataset, assets, resources, synthetic, database = _setup(tiny_dataset_dir, tmp_path)
+def test_partitions_are_independent_and_prior_is_a_release(
+    tiny_dataset_dir: Path, real_half_database: Path, tmp_path: Path
+) -> None:
+    dataset, assets, resources, synthetic, database = _setup(tiny_dataset_dir, real_half_database, tmp_path)
     first = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1")
     second = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="4")
     assert first.success and second.success
@@ -80,8 +85,12 @@ def test_partitions_are_independent_and_prior_is_a_release(tiny_dataset_dir: Pat
     assert counts == {"1": 150, "4": 150}
 
 
-def test_rerun_resumes_every_stage_from_checkpoints(tiny_dataset_dir: Path, tmp_path: Path) -> None:
-    dataset, assets, resources, synthetic, database = _setup(tiny_dataset_dir, tmp_path, iterations=2)
+def test_rerun_resumes_every_stage_from_checkpoints(
+    tiny_dataset_dir: Path, real_half_database: Path, tmp_path: Path
+) -> None:
+    dataset, assets, resources, synthetic, database = _setup(
+        tiny_dataset_dir, real_half_database, tmp_path, iterations=2
+    )
     first = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1")
     again = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1")
     assert _meta(first, "synthetic/dp_histogram")["rounds_resumed_from_checkpoint"] == 0
@@ -93,9 +102,11 @@ def test_rerun_resumes_every_stage_from_checkpoints(tiny_dataset_dir: Path, tmp_
 
 
 def test_a_run_that_dies_mid_histogram_finishes_on_resume_without_redoing_rounds(
-    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_dataset_dir: Path, real_half_database: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dataset, assets, resources, synthetic, database = _setup(tiny_dataset_dir, tmp_path, iterations=3)
+    dataset, assets, resources, synthetic, database = _setup(
+        tiny_dataset_dir, real_half_database, tmp_path, iterations=3
+    )
     real_histogram = evolution.dp_nn_histogram
     calls = []
 

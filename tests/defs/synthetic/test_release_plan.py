@@ -13,8 +13,10 @@ import polars as pl
 import yaml
 
 from synth_assets.datasets.loading import load_dataset
+from synth_assets.defs.evaluation.assets import build_evaluation_assets
 from synth_assets.defs.graph import build_assets, build_resources
 from synth_assets.defs.real.assets import build_real_assets
+from synth_assets.defs.synthetic.assets import build_synthetic_assets
 from synth_assets.evaluation.holdout import split_holdout
 from synth_assets.generators.private_evolution import PrivateEvolution
 from synth_assets.privacy.ledger import PrivacyLedger
@@ -33,15 +35,20 @@ def _edit_spec(directory: Path, edit) -> None:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-def _graph(directory: Path, tmp_path: Path):
+def _graph(directory: Path, tmp_path: Path, evaluation: bool = False, real_half: Path | None = None):
+    """The graph of the dataset in ``directory`` with its real half materialized (``real_half``: a
+    warehouse that holds it already), and the selection of a partition: the synthetic half, and the
+    evaluation stage only if ``evaluation``."""
     dataset = load_dataset(directory)
-    database = tmp_path / "w.duckdb"
+    database = real_half or tmp_path / "w.duckdb"
     pe = PrivateEvolutionResource(**SMALL, checkpoint_dir=str(tmp_path / "ck"))
     resources = build_resources(dataset, database=str(database), pe=pe)
     assets = build_assets(dataset)
     real = [k for a in build_real_assets(dataset) for k in a.keys]
-    synthetic = [k for a in assets for k in a.keys if k not in real]
-    assert dg.materialize(assets, resources=resources, selection=real).success
+    stages = [*build_synthetic_assets(dataset), *(build_evaluation_assets(dataset) if evaluation else [])]
+    synthetic = [k for a in stages for k in a.keys]
+    if real_half is None:
+        assert dg.materialize(assets, resources=resources, selection=real).success
     return dataset, assets, resources, synthetic, database
 
 
@@ -108,7 +115,8 @@ def test_user_columns_named_like_internal_ones_survive_the_synthetic_half(tiny_c
                 column["name"] = "partition_key"
 
     _edit_spec(tiny_copy, rename)
-    dataset, assets, resources, synthetic, database = _graph(tiny_copy, tmp_path)
+    # the evaluation stage too: the user's columns go through every stage that reads a synthetic table
+    dataset, assets, resources, synthetic, database = _graph(tiny_copy, tmp_path, evaluation=True)
     result = _run(assets, resources, synthetic, "1")
     assert result.success, _failure(result)
     population = result.output_for_node("synthetic__selected_population")
@@ -132,8 +140,12 @@ def test_an_empty_population_is_refused_in_the_graph_with_nothing_charged(tiny_c
     assert PrivacyLedger(database).releases().height == 0
 
 
-def test_the_sdk_and_the_graph_make_the_same_releases_and_the_same_population(tiny_dataset_dir, tmp_path):
-    dataset, assets, resources, synthetic, database = _graph(tiny_dataset_dir, tmp_path)
+def test_the_sdk_and_the_graph_make_the_same_releases_and_the_same_population(
+    tiny_dataset_dir, real_half_database, tmp_path
+):
+    dataset, assets, resources, synthetic, database = _graph(
+        tiny_dataset_dir, tmp_path, real_half=real_half_database
+    )
     result = _run(assets, resources, synthetic, "1")
     assert result.success
     ledger = PrivacyLedger(database)
