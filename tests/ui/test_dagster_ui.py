@@ -210,6 +210,12 @@ def dagster_server(sync_api, tiny_dataset_dir: Path, tmp_path: Path) -> Iterator
         "SYNTH_ASSETS_WAREHOUSE": str(warehouse),
         "PYTHONUNBUFFERED": "1",
     }
+    # The single-dataset location (the repository's workspace.yaml has one location per datasets.yaml entry).
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n"
+        "  - python_module: {module_name: synth_assets.definitions, location_name: synth_assets}\n"
+    )
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "dagster_dev.log"
@@ -217,7 +223,7 @@ def dagster_server(sync_api, tiny_dataset_dir: Path, tmp_path: Path) -> Iterator
     command = [str(dagster)] if dagster.is_file() else [sys.executable, "-m", "dagster"]
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [*command, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [*command, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, whose id is process.pid
         )

@@ -154,7 +154,9 @@ def generators_in_run(context: dg.AssetExecutionContext, dataset: Dataset) -> li
     """The dataset's generators whose mechanisms this run materializes (all of them when the run
     selects none, e.g. the release plan alone)."""
     configured = dataset.spec.synthesis.generators
-    selection = set(context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys)
+    # keys without a location's dataset prefix (synth_assets.locations), as mechanism_keys names them
+    selection = {dg.AssetKey(key.path[-2:]) for key in
+                 (context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys)}
     chosen = [name for name in configured if mechanism_keys(name) & selection]
     return chosen or list(configured)
 
