@@ -16,6 +16,7 @@ from synth_assets.defs.synthetic.jobs import (
     build_epsilon_grid_job,
     build_epsilon_grid_schedule,
     build_resume_sensor,
+    grid_job_assets,
 )
 from synth_assets.io_managers import DuckDBWarehouseIOManager
 from synth_assets.pe.llm.resource import LLMResource
@@ -58,7 +59,7 @@ def build_definitions(dataset: Dataset | None = None, **resource_options) -> dg.
         asset_checks=build_checks(dataset),
         jobs=[job],
         schedules=[build_epsilon_grid_schedule(dataset, job)],
-        sensors=[build_resume_sensor(job, {key for a in synthetic for key in a.keys})],
+        sensors=[build_resume_sensor(job, grid_job_assets(synthetic))],
         resources=build_resources(dataset, **resource_options),
         # One process per run: a step process costs about 15 s of imports here, the machine has two
         # cores, and DuckDB has one writer. Runs still execute in parallel, up to dagster.yaml's limit.

@@ -20,10 +20,18 @@ RESUME_ATTEMPT_TAG = "synth_assets/resume_attempt"
 MAX_RESUMES = 3
 
 
+GRID_GROUPS = (SYNTHETIC_GROUP, REFERENCE_GROUP, SCORES_GROUP)
+
+
+def grid_job_assets(assets: list[dg.AssetsDefinition]) -> set[dg.AssetKey]:
+    """The keys the epsilon-grid job materializes: what a run of it without a selection planned."""
+    return {key for a in assets for key in a.keys if a.group_names_by_key.get(key) in GRID_GROUPS}
+
+
 def build_epsilon_grid_job() -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         EPSILON_GRID_JOB,
-        selection=dg.AssetSelection.groups(SYNTHETIC_GROUP, REFERENCE_GROUP, SCORES_GROUP),
+        selection=dg.AssetSelection.groups(*GRID_GROUPS),
         description=(
             "One Private Evolution run per epsilon of the dataset's grid, with its reference and scores. "
             "Every partition is a DP release: the grid spends the composition of all of them."

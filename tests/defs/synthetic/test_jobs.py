@@ -10,7 +10,7 @@ import synth_assets.pe.evolution as evolution
 from synth_assets.datasets.loading import load_dataset
 from synth_assets.defs.evaluation.assets import build_evaluation_assets
 from synth_assets.defs.graph import build_definitions
-from synth_assets.defs.synthetic.jobs import RESUME_ATTEMPT_TAG
+from synth_assets.defs.synthetic.jobs import RESUME_ATTEMPT_TAG, grid_job_assets
 from synth_assets.resources import PrivateEvolutionResource
 
 SMALL = {"pool_size": 150, "selected": 50, "reference_points": 3000}
@@ -41,6 +41,20 @@ def _resume_sensor(defs, instance, failed):
         dagster_run=failed.dagster_run,
     ).for_run_failure()
     return sensor(context)
+
+
+def test_the_sensor_plans_what_the_grid_job_runs_with_every_generator_configured(
+    tiny_with_default_generators: Path, tmp_path: Path
+) -> None:
+    """A scheduled run has no asset selection: the sensor must take the job's own assets as the plan,
+    not the branches outside the job (mst), which a resumed run could not materialize."""
+    dataset = load_dataset(tiny_with_default_generators)
+    defs = build_definitions(dataset, database=str(tmp_path / "w.duckdb"))
+    job = defs.resolve_job_def("epsilon_grid")
+    synthetic = [a for a in defs.resolve_asset_graph().assets_defs if a.keys]
+    planned = grid_job_assets(synthetic)
+    assert planned == set(job.asset_layer.selected_asset_keys)
+    assert not any(key.path[0] == "mst" for key in planned)
 
 
 def test_schedule_fans_out_over_the_grid(definitions) -> None:
