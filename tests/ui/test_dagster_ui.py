@@ -118,20 +118,24 @@ def _group_has_live_members(pgid: int) -> bool:
 
 
 def _stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM to the server's process group (its id is the server's pid), SIGKILL if it lingers."""
+    """SIGINT (Ctrl-C, which `dagster dev` handles by stopping its webserver, daemon and code servers)
+    to the server's process group (its id is the server's pid), then SIGTERM, SIGKILL if it lingers."""
     pgid = process.pid
-    if process.poll() is None or _group_alive(pgid):
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        if process.poll() is None or _group_has_live_members(pgid):
+            try:
+                os.killpg(pgid, stop)
+            except ProcessLookupError:
+                pass
         try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + timeout
-    while _group_has_live_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.2)
+            process.wait(timeout=timeout / 2)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + timeout / 2
+        while _group_has_live_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group_has_live_members(pgid):
+            return
     if process.poll() is None or _group_has_live_members(pgid):
         try:
             os.killpg(pgid, signal.SIGKILL)
