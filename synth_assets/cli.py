@@ -277,9 +277,75 @@ def _command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_export(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from synth_assets.defs.evaluation.assets import stored_reports
+    from synth_assets.defs.synthetic.assets import RELEASE_PLAN_KEY, epsilon_key, population_key
+    from synth_assets.export import export_release
+    from synth_assets.io_managers import read_frame
+    from synth_assets.privacy.ledger import PrivacyLedger
+    from synth_assets.privacy.releases import resolve_delta
+    from synth_assets.warehouse import warehouse_path
+
+    dataset = load_dataset(args.dataset or configured_dataset_dir())
+    generator = args.generator or dataset.spec.synthesis.generators[0]
+    partition = epsilon_key(args.epsilon)
+    path = warehouse_path(dataset.name)
+    run_hint = f"run 'synth-assets run --epsilon {partition} --generator {generator}' first"
+    if not path.is_file():
+        print(f"synth-assets: no warehouse at {path}: {run_hint}", file=sys.stderr)
+        return 2
+    key = population_key(generator)
+    with duckdb.connect(str(path), read_only=True) as connection:
+        try:
+            population = read_frame(connection, key.path[-2], key.path[-1], partition)
+            plan = read_frame(connection, *RELEASE_PLAN_KEY.path, partition)
+        except FileNotFoundError:
+            population = plan = None
+        reports = [r for r in stored_reports(connection)
+                   if r["epsilon"] == args.epsilon and r["generator"] == generator]
+    if population is None or population.height == 0:
+        print(f"synth-assets: {generator} has no synthetic table at epsilon {partition}: {run_hint}",
+              file=sys.stderr)
+        return 2
+    identities = set(plan.filter(plan["generator"] == generator)["identity"])
+    ledger = PrivacyLedger(path).releases(dataset.name)
+    releases = [{k: v for k, v in row.items() if k not in ("parameters",)}
+                for row in ledger.filter(ledger["identity"].is_in(sorted(identities))).iter_rows(named=True)]
+    evaluation = None
+    if reports:
+        from synth_assets.defs.evaluation.assets import report_path
+
+        evaluation = {"verdict": reports[0]["verdict"], "verdicts": reports[0]["verdicts"],
+                      "report": str(report_path(dataset, partition, generator))}
+    try:
+        manifest = export_release(dataset, population, args.out, fmt=args.format, generator=generator,
+                                  epsilon=args.epsilon, delta=resolve_delta(dataset), releases=releases,
+                                  evaluation=evaluation, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        print(f"synth-assets: {exc}", file=sys.stderr)
+        return 2
+    written = json.loads(manifest.read_text())
+    print(f"{dataset.name}, {generator}, epsilon {partition}: {len(written['files'])} tables written to "
+          f"{manifest.parent} ({args.format}), {len(releases)} ledger releases in {manifest.name}"
+          + (f"; evaluation {evaluation['verdict']}" if evaluation else "; not evaluated"))
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("synth_assets")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrors(prog="synth-assets", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrors)
+    parser = _OneLineErrors(prog="synth-assets", description=__doc__.replace("``", "'"))
+    parser.add_argument("--version", action="version", version=f"synth-assets {_version()}")
+    commands = parser.add_subparsers(dest="command", parser_class=_OneLineErrors)
     real = commands.add_parser(
         "real", help="materialize the real-data half: sources, reporting tables, wide table, answers"
     )
@@ -344,12 +410,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--dataset", help="dataset directory (default: the embedded Baseball Databank)")
     report.add_argument("--out", required=True, help="the HTML file to write")
     report.set_defaults(handler=_command_report)
+
+    export = commands.add_parser(
+        "export", help="write one release's synthetic wide and reporting tables, with a manifest, to hand over"
+    )
+    export.add_argument("--epsilon", type=_epsilon, required=True, help="the release's epsilon")
+    export.add_argument("--generator", help="the branch (default: the first of synthesis.generators)")
+    export.add_argument("--format", choices=("parquet", "csv", "jsonl"), default="parquet",
+                        help="file format (default parquet)")
+    export.add_argument("--out", required=True, help="an empty (or new) directory to write to")
+    export.add_argument("--overwrite", action="store_true", help="replace files already in --out")
+    export.add_argument("--dataset", help="dataset directory (default: the embedded Baseball Databank)")
+    export.set_defaults(handler=_command_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # no command: what there is to do, not an error
+        parser.print_help()
+        return 0
     from synth_assets.privacy.accounting import UnsafePrivacySetting
 
     try:

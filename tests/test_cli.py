@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,20 @@ def test_run_of_one_generator_charges_and_scores_only_its_branch(tiny_dataset_di
     assert compared.returncode == 0, compared.stderr
     assert "devices: 1 releases compared" in compared.stdout
     assert 'alt="ROC at epsilon 1"' in everything.read_text()
+
+    handed = tmp_path / "handover"
+    exported = _run("export", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--generator",
+                    "independent_marginals", "--format", "csv", "--out", str(handed), tmp_path=tmp_path, timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((handed / "manifest.json").read_text())
+    assert manifest["generator"] == "independent_marginals" and manifest["epsilon"] == 1.0
+    assert manifest["evaluation"]["verdicts"]["privacy"] == evaluation["privacy_verdict"]
+    assert [r["kind"] for r in manifest["releases"]] and all(r["partition_key"] == "1" for r in manifest["releases"])
+    assert sum(r["release_epsilon"] for r in manifest["releases"]) == pytest.approx(1.0, rel=1e-3)
+    assert {f["file"] for f in manifest["files"]} >= {"wide.csv"} and (handed / "wide.csv").is_file()
+    again = _run("export", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--generator",
+                 "independent_marginals", "--out", str(handed), tmp_path=tmp_path, timeout=300)
+    assert again.returncode == 2 and "already holds files" in again.stderr
     missing = _run("report", "--dataset", str(tiny_dataset_dir), "--epsilon", "2", "--generator",
                    "independent_marginals", "--out", str(page), tmp_path=tmp_path, timeout=300)
     assert missing.returncode == 2 and "synth-assets run --epsilon 2" in missing.stderr
@@ -100,6 +115,7 @@ def test_run_of_one_generator_charges_and_scores_only_its_branch(tiny_dataset_di
         (["run", "--epsilon", "1", "--dataset", "/no/such/dir"], "/no/such/dir: dataset directory not found"),
         (["run", "--entity-fraction", "2"], "must be in (0, 1], got 2.0"),
         (["fly"], "invalid choice: 'fly'"),
+        (["export", "--epsilon", "1"], "the following arguments are required: --out"),
     ],
 )
 def test_bad_arguments_give_one_line_and_a_non_zero_exit(args, message, tmp_path: Path) -> None:
@@ -108,6 +124,14 @@ def test_bad_arguments_give_one_line_and_a_non_zero_exit(args, message, tmp_path
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1, completed.stderr
     assert message in lines[0]
+
+
+def test_without_a_command_the_help_and_with_version_the_version(tmp_path: Path) -> None:
+    bare = _run(tmp_path=tmp_path, timeout=120)
+    assert bare.returncode == 0 and bare.stderr == ""
+    assert "usage: synth-assets" in bare.stdout and "export" in bare.stdout and "``" not in bare.stdout
+    version = _run("--version", tmp_path=tmp_path, timeout=120)
+    assert version.returncode == 0 and re.fullmatch(r"synth-assets \S+\n", version.stdout)
 
 
 def test_invalid_dataset_gives_one_line(tiny_copy: Path, tmp_path: Path) -> None:

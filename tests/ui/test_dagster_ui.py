@@ -117,6 +117,13 @@ def _group_has_live_members(pgid: int) -> bool:
     return False
 
 
+def _default_signals() -> None:
+    """A process started in the background inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: `dagster dev` would ignore Ctrl-C (and copies that to SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
     """SIGINT (Ctrl-C, which `dagster dev` handles by stopping its webserver, daemon and code servers)
     to the server's process group (its id is the server's pid), then SIGTERM, SIGKILL if it lingers."""
@@ -230,6 +237,7 @@ def dagster_server(sync_api, tiny_dataset_dir: Path, tmp_path: Path) -> Iterator
             [*command, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, whose id is process.pid
+            preexec_fn=_default_signals,  # Ctrl-C stops it even when the tests run in the background
         )
     try:
         # The real half, into the same instance and warehouse, while the server starts.
