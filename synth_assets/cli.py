@@ -432,11 +432,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from synth_assets.privacy.accounting import UnsafePrivacySetting
+    from synth_assets.privacy.ledger import BudgetExceeded
 
     try:
         return args.handler(args)
     except (DatasetError, UnsafePrivacySetting) as exc:
         print(f"synth-assets: {exc}", file=sys.stderr)
+        return 2
+    except BudgetExceeded as exc:
+        print(f"synth-assets: {exc} (refused before the private data was read; nothing was released)",
+              file=sys.stderr)
         return 2
 
 

@@ -28,7 +28,8 @@ from synth_assets.defs.synthetic.assets import (
     epsilon_key,
     generators_of_run,
 )
-from synth_assets.privacy.releases import check_settings
+from synth_assets.privacy.ledger import PrivacyLedger
+from synth_assets.privacy.releases import check_settings, precheck_budget
 from synth_assets.resources import PrivateEvolutionResource
 
 
@@ -103,11 +104,15 @@ def run_pipeline(
             f"({', '.join(branches)}): add them there, or choose among those"
         )
     settings, llm = resources["pe"], resources["llm"]
+    planned = []
     for epsilon in epsilons:  # what can be refused without the data is refused before it is read
-        check_settings(
+        plans = check_settings(
             dataset_for_run, list(generators_of_run(dataset_for_run, settings, llm, chosen).values()),
             epsilon=epsilon, delta=settings.delta, allow_negligible_noise=settings.allow_negligible_noise,
         )
+        planned.append((epsilon, epsilon_key(epsilon), plans))
+    precheck_budget(dataset_for_run, planned, delta=settings.delta,
+                    ledger=PrivacyLedger(resources["duckdb"].database))
     instance = instance or dg.DagsterInstance.ephemeral()
     real_keys = [key for a in build_real_assets(dataset_for_run) for key in a.keys]
     synthetic_keys = [RELEASE_PLAN_KEY, *(key for name in chosen for key in branches[name]), SCORES_KEY,

@@ -205,7 +205,13 @@ def plan_partition(
         )
     check_delta(delta, max(private.height, 2))
     digest = data_fingerprint(private)
-    records = {
+    records = _records(dataset, plans, epsilon, delta, digest, run_id, partition_key)
+    return PartitionPlan(dataset, epsilon, delta, private.height, digest, plans, records)
+
+
+def _records(dataset: Dataset, plans: dict[str, GeneratorPlan], epsilon: float, delta: float,
+             digest: str | None, run_id: str | None, partition_key: str | None) -> dict[str, tuple[LedgerRelease, ...]]:
+    return {
         name: tuple(
             LedgerRelease(
                 dataset=dataset.name,
@@ -229,7 +235,32 @@ def plan_partition(
         )
         for name, plan in plans.items()
     }
-    return PartitionPlan(dataset, epsilon, delta, private.height, digest, plans, records)
+
+
+def precheck_budget(
+    dataset: Dataset,
+    partitions: Sequence[tuple[float, str, dict[str, GeneratorPlan]]],
+    *,
+    delta: float | None,
+    ledger: PrivacyLedger,
+) -> BudgetCheck | None:
+    """Before the private data is read: raise ``BudgetExceeded`` when the releases of ``partitions``
+    ((epsilon, partition key, plans) each), all together and all new, would not fit the dataset's budget.
+    A partition with releases in the ledger already is left out: a re-run may be free, which only the
+    data can tell, and its release plan checks it then. None when there is no budget or nothing to check."""
+    privacy = dataset.spec.privacy
+    if privacy.budget_epsilon is None:
+        return None
+    recorded = ledger.releases(dataset.name)
+    seen = set(recorded.filter(recorded["fingerprint"] == dataset.fingerprint)["partition_key"].to_list()) \
+        if recorded.height else set()
+    delta = resolve_delta(dataset, delta)
+    planned = [release for epsilon, key, plans in partitions if key not in seen
+               for records in _records(dataset, plans, float(epsilon), delta, None, None, key).values()
+               for release in records]
+    if not planned:
+        return None
+    return ledger.check(dataset.name, planned, delta=delta, budget_epsilon=privacy.budget_epsilon)
 
 
 def charge_partition(plan: PartitionPlan, ledger: PrivacyLedger) -> BudgetCheck:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -17,8 +18,10 @@ from synth_assets.pe.generators import OfflineGenerator
 from synth_assets.privacy.accounting import UnsafePrivacySetting, epsilon_for_mu
 from synth_assets.privacy.ledger import BudgetExceeded, PrivacyLedger
 from synth_assets.privacy.releases import (
+    check_settings,
     data_fingerprint,
     plan_partition,
+    precheck_budget,
     run_partition,
     synthesize,
 )
@@ -135,6 +138,43 @@ def test_a_recorded_partition_runs_again_without_charge_even_when_the_budget_is_
     assert again["private_evolution"].population.equals(first["private_evolution"].population)
     with pytest.raises(BudgetExceeded):
         run_partition(tight, generators(), wide, epsilon=2.0, ledger=ledger)
+
+
+def _with_budget(dataset: Dataset, budget: float) -> Dataset:
+    privacy = dataset.spec.privacy.model_copy(update={"budget_epsilon": budget})
+    return dataclasses.replace(dataset, spec=dataset.spec.model_copy(update={"privacy": privacy}))
+
+
+def test_the_budget_is_checked_before_the_data_is_read_for_every_epsilon_of_a_run(tiny, wide, tmp_path):
+    """A refusal for budget used to arrive after the real half was rebuilt; the pre-check needs no data."""
+    ledger = PrivacyLedger(tmp_path / "w.duckdb")
+    limited = _with_budget(tiny, 1.2)
+    both = check_settings(limited, generators(), epsilon=1.0)
+    with pytest.raises(BudgetExceeded, match="would be exceeded"):
+        precheck_budget(limited, [(1.0, "1", both)], delta=None, ledger=ledger)
+    reference = lambda epsilon: check_settings(limited, [IndependentMarginals()], epsilon=epsilon)  # noqa: E731
+    assert precheck_budget(limited, [(1.0, "1", reference(1.0))], delta=None, ledger=ledger).exceeded is False
+    assert precheck_budget(limited, [(0.8, "0.8", reference(0.8))], delta=None, ledger=ledger).exceeded is False
+    with pytest.raises(BudgetExceeded):  # each fits alone, not both in one run
+        precheck_budget(limited, [(1.0, "1", reference(1.0)), (0.8, "0.8", reference(0.8))], delta=None,
+                        ledger=ledger)
+    assert ledger.releases().height == 0
+    unlimited = dataclasses.replace(tiny, spec=tiny.spec.model_copy(update={
+        "privacy": tiny.spec.privacy.model_copy(update={"budget_epsilon": None})}))
+    assert precheck_budget(unlimited, [(1.0, "1", both)], delta=None, ledger=ledger) is None
+
+
+def test_the_pre_check_leaves_a_recorded_partition_to_the_release_plan(tiny, wide, tmp_path):
+    ledger = PrivacyLedger(tmp_path / "w.duckdb")
+    roomy = _with_budget(tiny, 10.0)
+    run_partition(roomy, generators(), wide, epsilon=1.0, ledger=ledger, partition_key="1")
+    spent = ledger.spent(tiny.name, 1e-6).epsilon_gdp
+    tight = _with_budget(tiny, spent * 1.001)
+    plans = check_settings(tight, generators(), epsilon=1.0)
+    assert precheck_budget(tight, [(1.0, "1", plans)], delta=None, ledger=ledger) is None  # a re-run may be free
+    with pytest.raises(BudgetExceeded):
+        precheck_budget(tight, [(1.0, "1", plans), (2.0, "2", check_settings(tight, generators(), epsilon=2.0))],
+                        delta=None, ledger=ledger)
 
 
 class CountingAPI(OfflineGenerator):

@@ -169,6 +169,21 @@ def test_the_sdk_and_the_graph_make_the_same_releases_and_the_same_population(
     assert sdk.population.equals(graph_population.cast(sdk.population.schema))
 
 
+def test_a_run_over_budget_is_refused_before_the_real_half_is_rebuilt(tiny_copy, tmp_path):
+    _edit_spec(tiny_copy, lambda spec: spec["privacy"].update(budget_epsilon=1.2))
+    env = {"SYNTH_ASSETS_WAREHOUSE": str(tmp_path / "wh"), "PATH": "/usr/bin:/bin"}
+    refused = subprocess.run([sys.executable, "-m", "synth_assets.cli", "run", "--dataset", str(tiny_copy),
+                              "--epsilon", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "would be exceeded" in refused.stderr and "before the private data was read" in refused.stderr
+    warehouse = tmp_path / "wh" / "devices.duckdb"
+    if warehouse.exists():  # nothing of the real half was written
+        with duckdb.connect(str(warehouse), read_only=True) as connection:
+            schemas = {row[0] for row in connection.sql("select distinct schema_name from duckdb_tables()").fetchall()}
+        assert not schemas & {"raw", "reporting", "real"}
+        assert PrivacyLedger(warehouse).releases().height == 0
+
+
 def test_unsafe_runs_are_refused_by_the_command(tiny_copy, tmp_path):
     """Defect 4 from the command line: a vanishing noise is refused before the data is read (exit 2);
     delta >= 1/n is refused before the first release."""
