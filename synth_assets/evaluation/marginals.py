@@ -9,6 +9,7 @@ last, for null. Nothing is fitted on data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -49,9 +50,31 @@ def bin_labels(column: CategoricalColumn | NumericColumn) -> list[str]:
         labels = list(column.categories)
     else:
         edges = bin_edges(column)
-        labels = [f"{a:.3g}-{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
-        labels += [f"= {v:g}" for v in column.special_values]
+        if column.type == "integer":  # the integers each bin [a, b) holds
+            bounds = [[math.ceil(a - _EDGE_TOLERANCE), math.ceil(b - _EDGE_TOLERANCE) - 1]
+                      for a, b in zip(edges[:-1], edges[1:])]
+            bounds[-1][1] = math.floor(edges[-1])  # the last bin holds its upper bound
+            masses = set(column.special_values)  # point masses have bins of their own
+            for bound in bounds:
+                while bound[0] in masses and bound[0] <= bound[1]:
+                    bound[0] += 1
+                while bound[1] in masses and bound[0] <= bound[1]:
+                    bound[1] -= 1
+            labels = ["(no integer)" if lo > hi else _number(lo) if lo == hi else f"{_number(lo)}-{_number(hi)}"
+                      for lo, hi in bounds]
+        else:
+            labels = [f"{_number(a)}-{_number(b)}" for a, b in zip(edges[:-1], edges[1:])]
+        labels += [f"= {_number(v)}" for v in column.special_values]
     return labels + (["null"] if column.nullable else [])
+
+
+def _number(value: float) -> str:
+    """1,000 rather than 1e+03; 12 rather than 12.0; three significant digits below 1,000."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3g}"
 
 
 _POINT_TOLERANCE = 1e-9

@@ -63,7 +63,7 @@ def marginals_png(
         scale = "" if isinstance(column, CategoricalColumn) else f" (public bins, {column.scale} scale)"
         axis.set_title(f"{name}{scale}", fontsize=9)
         axis.set_ylabel("share", fontsize=8)
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.12), ncol=len(shares), frameon=False)
     figure.tight_layout()
     return _png(figure)
 
@@ -162,7 +162,7 @@ def utility_bars_png(groups: Mapping[str, Mapping[str, float]], metric: str) -> 
     axis.set_xticklabels(names, rotation=20, ha="right", fontsize=7)
     axis.set_ylabel(metric)
     axis.set_title(f"ML utility on the holdout ({metric})", fontsize=9)
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     figure.tight_layout()
     return _png(figure)
 
@@ -217,6 +217,6 @@ def worst_marginals_png(marginals: Sequence[Mapping], max_bins: int = 14) -> byt
         axis.set_xticklabels([marginal["bins"][i] for i in shown], rotation=30, ha="right", fontsize=7)
         axis.set_title(f"{marginal['column']} (TVD {marginal['tvd']:.3f})", fontsize=9)
         axis.set_ylabel("share", fontsize=8)
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.12), ncol=3, frameon=False)
     figure.tight_layout()
     return _png(figure)
