@@ -440,6 +440,11 @@ GeneratorName = Literal["private_evolution", "mst", "aim", "independent_marginal
 DEFAULT_GENERATORS: tuple[GeneratorName, ...] = ("private_evolution", "mst", "independent_marginals")
 
 
+def _repeated(values: list[str]) -> list[str]:
+    """The values listed more than once, sorted."""
+    return sorted({v for v in values if values.count(v) > 1})
+
+
 class Synthesis(_Strict):
     generators: list[GeneratorName] = Field(
         default_factory=lambda: list(DEFAULT_GENERATORS),
@@ -451,7 +456,7 @@ class Synthesis(_Strict):
     @field_validator("generators")
     @classmethod
     def _listed_once(cls, value: list[str]) -> list[str]:
-        twice = sorted({g for g in value if value.count(g) > 1})
+        twice = _repeated(value)
         if twice:
             raise ValueError(f"generators are listed twice: {twice}")
         return value
@@ -558,7 +563,7 @@ class DatasetSpec(_Strict):
     @field_validator("shared_sql")
     @classmethod
     def _shared_sql_listed_once(cls, value: list[str]) -> list[str]:
-        repeated = sorted({f for f in value if value.count(f) > 1})
+        repeated = _repeated(value)
         if repeated:
             raise ValueError(f"shared_sql lists {repeated} more than once")
         return value
