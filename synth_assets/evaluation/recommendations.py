@@ -120,6 +120,10 @@ def across_releases(reports: Sequence[dict]) -> list[str]:
         for section, verdict in report["verdicts"].items():
             if verdict not in (RED, AMBER):
                 continue
+            if section == "privacy":  # never traded for another release's figures
+                advice.append(f"Privacy {verdict} for {generator} at epsilon {epsilon:g}: do not release this "
+                              f"table before reading its report's privacy section.")
+                continue
             alternatives = [f"{g} at epsilon {e:g}" for (g, e), other in sorted(safe.items())
                             if e == epsilon and g != generator and other["verdicts"][section] == GREEN]
             larger = sorted(e for (g, e), other in safe.items()
@@ -129,10 +133,6 @@ def across_releases(reports: Sequence[dict]) -> list[str]:
             name = SECTION_NAMES[section]
             if section == "fidelity" and report["fidelity"].get("worst_order"):
                 name = f"{ORDER_NAMES[report['fidelity']['worst_order']]} fidelity"
-            if section == "privacy":  # never traded for another release's figures
-                advice.append(f"Privacy {verdict} for {generator} at epsilon {epsilon:g}: do not release this "
-                              f"table before reading its report's privacy section.")
-                continue
             advice.append(f"{name[0].upper()}{name[1:]} {verdict} for {generator} at epsilon {epsilon:g}: "
                           + (f"{' or '.join(alternatives)} would pass." if alternatives
                              else "no release in the warehouse passes it yet."))
