@@ -16,18 +16,20 @@ import polars as pl
 from synth_assets.datasets.loading import Dataset, DatasetError
 from synth_assets.datasets.spec import SPEC_FILENAME
 from synth_assets.defs.evaluation.assets import COMPARISON_KEY, PRIVACY_RISK_KEY
-from synth_assets.defs.graph import build_assets, build_checks, build_resources
-from synth_assets.defs.real.assets import build_real_assets, wide_key
+from synth_assets.defs.graph import build_definitions
+from synth_assets.defs.real.assets import wide_key
 from synth_assets.defs.synthetic.assets import (
     DP_HISTOGRAM_KEY,
     DP_PRIOR_KEY,
     POPULATION_KEY,
     RELEASE_PLAN_KEY,
     SCORES_KEY,
+    add_epsilon_partitions,
     branch_keys,
     epsilon_key,
     generators_of_run,
 )
+from synth_assets.defs.synthetic.jobs import EPSILON_GRID_JOB, REAL_TABLES_JOB
 from synth_assets.privacy.ledger import PrivacyLedger
 from synth_assets.privacy.releases import check_settings, precheck_budget
 from synth_assets.resources import PrivateEvolutionResource
@@ -47,9 +49,31 @@ def raise_on_failure(result: dg.ExecuteInProcessResult) -> None:
     if result.success:
         return
     failure = next(e for e in result.all_events if e.is_step_failure)
-    error = failure.event_specific_data.error
-    cause = error.cause or error
-    raise PipelineError(f"step {failure.step_key} failed: {cause.message.strip()}")
+    data = failure.event_specific_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        message = data.user_failure_data.description  # a dg.Failure: its description says it all
+    else:
+        message = (data.error.cause or data.error).message.strip()
+    raise PipelineError(f"step {failure.step_key} failed: {message}")
+
+
+def run_job(
+    definitions: dg.Definitions,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    *,
+    selection: Sequence[dg.AssetKey] | None = None,
+    partition_key: str | None = None,
+    verbose: bool = False,
+) -> dg.ExecuteInProcessResult:
+    """Execute a named job of ``definitions`` in this process, as a run of that job on ``instance``
+    (what the UI shows), with the failure of a step raised as a :class:`PipelineError`."""
+    result = definitions.resolve_job_def(job_name).execute_in_process(
+        instance=instance, asset_selection=selection, partition_key=partition_key,
+        raise_on_error=False, run_config=console_logs(verbose),
+    )
+    raise_on_failure(result)
+    return result
 
 
 def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
@@ -80,22 +104,9 @@ def run_pipeline(
     """Materialize the real half, then every requested epsilon partition of the synthetic half: the
     branches of ``generators`` (default: every generator the dataset lists), their scores and, unless
     ``evaluation`` is False, their evaluation against the holdout and the page comparing every release."""
-    grid = sorted({*dataset.spec.privacy.epsilon_grid, *epsilons})
-    dataset_for_run = Dataset(
-        directory=dataset.directory,
-        spec=dataset.spec.model_copy(
-            update={"privacy": dataset.spec.privacy.model_copy(update={"epsilon_grid": grid})}
-        ),
-        reporting_sql=dataset.reporting_sql,
-        queries=dataset.queries,
-        population_description=dataset.population_description,
-        files=dataset.files,
-    )
-    assets = [*build_assets(dataset_for_run), *build_checks(dataset_for_run)]
-    resources = build_resources(
-        dataset_for_run, entity_fraction=entity_fraction, pe=pe, database=database
-    )
-    branches = branch_keys(dataset_for_run)
+    definitions = build_definitions(dataset, entity_fraction=entity_fraction, pe=pe, database=database)
+    resources = definitions.resources
+    branches = branch_keys(dataset)
     chosen = list(generators) if generators else list(branches)
     unknown = [name for name in chosen if name not in branches]
     if unknown:
@@ -107,34 +118,27 @@ def run_pipeline(
     planned = []
     for epsilon in epsilons:  # what can be refused without the data is refused before it is read
         plans = check_settings(
-            dataset_for_run, list(generators_of_run(dataset_for_run, settings, llm, chosen).values()),
+            dataset, list(generators_of_run(dataset, settings, llm, chosen).values()),
             epsilon=epsilon, delta=settings.delta, allow_negligible_noise=settings.allow_negligible_noise,
         )
         planned.append((epsilon, epsilon_key(epsilon), plans))
-    precheck_budget(dataset_for_run, planned, delta=settings.delta,
+    precheck_budget(dataset, planned, delta=settings.delta,
                     ledger=PrivacyLedger(resources["duckdb"].database))
     instance = instance or dg.DagsterInstance.ephemeral()
-    real_keys = [key for a in build_real_assets(dataset_for_run) for key in a.keys]
+    add_epsilon_partitions(instance, dataset, [*dataset.spec.privacy.epsilon_grid, *epsilons])
     synthetic_keys = [RELEASE_PLAN_KEY, *(key for name in chosen for key in branches[name]), SCORES_KEY,
                       *([PRIVACY_RISK_KEY] if evaluation else [])]
 
     started = time.perf_counter()
-    result = dg.materialize(
-        assets, resources=resources, selection=real_keys, instance=instance,
-        raise_on_error=False, run_config=console_logs(verbose),
-    )
-    raise_on_failure(result)
+    result = run_job(definitions, REAL_TABLES_JOB, instance, verbose=verbose)
     real_seconds = time.perf_counter() - started
-    n_real = _metadata(result, wide_key(dataset_for_run))["entities"]
+    n_real = _metadata(result, wide_key(dataset))["entities"]
 
     summaries = []
     for epsilon in epsilons:
         started = time.perf_counter()
-        result = dg.materialize(
-            assets, resources=resources, selection=synthetic_keys, partition_key=epsilon_key(epsilon),
-            instance=instance, raise_on_error=False, run_config=console_logs(verbose),
-        )
-        raise_on_failure(result)
+        result = run_job(definitions, EPSILON_GRID_JOB, instance, selection=synthetic_keys,
+                         partition_key=epsilon_key(epsilon), verbose=verbose)
         seconds = time.perf_counter() - started
         scores = result.output_for_node("synthetic__benchmark_scores")
         summary = _summary(dataset, epsilon, n_real, seconds, scores, result)
@@ -147,9 +151,7 @@ def run_pipeline(
         summaries.append(summary)
     if not evaluation:
         return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds, comparison=None)
-    result = dg.materialize(assets, resources=resources, selection=[COMPARISON_KEY], instance=instance,
-                            raise_on_error=False, run_config=console_logs(verbose))
-    raise_on_failure(result)
+    result = run_job(definitions, EPSILON_GRID_JOB, instance, selection=[COMPARISON_KEY], verbose=verbose)
     comparison = _metadata(result, COMPARISON_KEY)
     return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds,
                        comparison={"page": comparison["page"], "recommendations": comparison["recommendations"]})

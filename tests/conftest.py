@@ -128,3 +128,19 @@ def _isolated_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     for name in list(os.environ):  # never send a test to an endpoint a developer configured
         if name.startswith(("SYNTH_ASSETS_LLM_", "OPENAI_")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def epsilon_instance():
+    """``epsilon_instance(dataset, epsilons=None)``: an ephemeral Dagster instance on which the epsilons
+    (default: the dataset's grid) are partitions, as the CLI and the grid's sensor make them."""
+    import dagster as dg
+
+    from synth_assets.defs.synthetic.assets import add_epsilon_partitions
+
+    def make(dataset: Dataset, epsilons=None) -> dg.DagsterInstance:
+        instance = dg.DagsterInstance.ephemeral()
+        add_epsilon_partitions(instance, dataset, epsilons or dataset.spec.privacy.epsilon_grid)
+        return instance
+
+    return make

@@ -19,7 +19,8 @@ from synth_assets import locations
 from synth_assets.datasets.loading import DatasetError, load_dataset
 from synth_assets.defs.graph import build_definitions
 from synth_assets.defs.real.assets import build_real_assets
-from synth_assets.defs.synthetic.jobs import EPSILON_GRID_JOB
+from synth_assets.defs.synthetic.assets import add_epsilon_partitions
+from synth_assets.defs.synthetic.jobs import EPSILON_GRID_JOB, REAL_TABLES_JOB
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -54,13 +55,15 @@ def test_each_listed_dataset_is_its_own_definitions() -> None:
     assert {"lahman/raw/salaries", "lahman/reporting/batting_career", "lahman/real/players"} <= lahman_keys
     assert "lahman/reporting/salary" in lahman_keys
     assert "fertility/reporting/mothers" in fertility_keys
-    databases = []
+    databases, partition_sets = [], []
     for definitions in (lahman, fertility):
         job = definitions.resolve_job_def(EPSILON_GRID_JOB)
         assert job.partitions_def is not None
-        assert len(list(definitions.schedules)) == 1 and len(list(definitions.sensors)) == 1
+        assert len(list(definitions.schedules)) == 1 and len(list(definitions.sensors)) == 2
+        partition_sets.append(job.partitions_def.name)
         databases.append(Path(definitions.resources["duckdb"].database).name)
     assert databases == ["lahman.duckdb", "fertility.duckdb"]  # a warehouse and a ledger each
+    assert partition_sets == ["lahman_epsilon", "fertility_epsilon"]  # and epsilons of its own
 
 
 def test_dagster_loads_every_workspace_location_through_its_attribute() -> None:
@@ -231,7 +234,8 @@ def test_a_location_is_the_single_dataset_graph_under_its_name() -> None:
     assert job.asset_layer.selected_asset_keys == {
         prefixed(k) for k in base_job.asset_layer.selected_asset_keys
     }
-    assert {k.path[1] for k in job.asset_layer.selected_asset_keys} == {"synthetic", "reference", "evaluation"}
+    stages = {k.path[1] for k in job.asset_layer.selected_asset_keys}
+    assert {"synthetic", "reference", "evaluation"} <= stages and not stages & {"raw", "reporting", "real"}
     assert [s.name for s in location.schedules] == [s.name for s in base.schedules]
     assert [s.name for s in location.sensors] == [s.name for s in base.sensors]
     assert set(location.resources) == set(base.resources) and location.executor is base.executor
@@ -248,12 +252,12 @@ def test_the_real_half_materializes_through_a_location_into_its_warehouse(
     devices = locations.build_location("devices", path)
     database = warehouse / "devices.duckdb"
     assert devices.resources["duckdb"].database == str(database)
-    real = {k for a in build_real_assets(load_dataset(tiny_dataset_dir)) for k in a.keys}
+    dataset = load_dataset(tiny_dataset_dir)
+    real = {k for a in build_real_assets(dataset) for k in a.keys}
     instance = dg.DagsterInstance.ephemeral()
+    add_epsilon_partitions(instance, dataset, dataset.spec.privacy.epsilon_grid)
 
-    result = devices.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[k.with_prefix("devices") for k in real], instance=instance
-    )
+    result = devices.resolve_job_def(REAL_TABLES_JOB).execute_in_process(instance=instance)
     assert result.success
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert materialized == {k.with_prefix("devices") for k in real}

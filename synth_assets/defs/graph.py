@@ -15,6 +15,8 @@ from synth_assets.defs.synthetic.checks import build_synthetic_checks
 from synth_assets.defs.synthetic.jobs import (
     build_epsilon_grid_job,
     build_epsilon_grid_schedule,
+    build_grid_partitions_sensor,
+    build_real_tables_job,
     build_resume_sensor,
     grid_job_assets,
 )
@@ -53,13 +55,16 @@ def build_checks(dataset: Dataset) -> list[dg.AssetChecksDefinition]:
 def build_definitions(dataset: Dataset | None = None, **resource_options) -> dg.Definitions:
     dataset = dataset or load_dataset(configured_dataset_dir())
     synthetic = [*build_synthetic_assets(dataset), *build_evaluation_assets(dataset)]
-    job = build_epsilon_grid_job()
+    job = build_epsilon_grid_job(dataset)
     return dg.Definitions(
         assets=[*build_real_assets(dataset), *synthetic],
         asset_checks=build_checks(dataset),
-        jobs=[job],
+        jobs=[build_real_tables_job(), job],
         schedules=[build_epsilon_grid_schedule(dataset, job)],
-        sensors=[build_resume_sensor(job, grid_job_assets(synthetic))],
+        sensors=[
+            build_resume_sensor(job, grid_job_assets(dataset, synthetic)),
+            build_grid_partitions_sensor(dataset),
+        ],
         resources=build_resources(dataset, **resource_options),
         # One process per run: a step process costs about 15 s of imports here, the machine has two
         # cores, and DuckDB has one writer. Runs still execute in parallel, up to dagster.yaml's limit.

@@ -15,7 +15,9 @@ check that their releases are recorded; every other synthetic asset is post-proc
 compares with the real data, for the data owner, and is not a DP release.
 """
 
+import math
 import time
+from typing import NoReturn
 
 import dagster as dg
 import polars as pl
@@ -40,7 +42,8 @@ from synth_assets.pe.generators import validate_candidates
 from synth_assets.pe.llm.resource import LLMResource
 from synth_assets.pe.marginal_prior import MarginalPrior
 from synth_assets.pe.priors import Prior, prior_from_frame
-from synth_assets.privacy.ledger import PrivacyLedger
+from synth_assets.privacy.accounting import UnsafePrivacySetting
+from synth_assets.privacy.ledger import BudgetExceeded, PrivacyLedger
 from synth_assets.privacy.releases import (
     PartitionPlan,
     charge_partition,
@@ -71,12 +74,64 @@ def epsilon_key(epsilon: float) -> str:
     return f"{epsilon:g}"
 
 
-def epsilon_partitions(dataset: Dataset) -> dg.StaticPartitionsDefinition:
-    return dg.StaticPartitionsDefinition([epsilon_key(e) for e in dataset.spec.privacy.epsilon_grid])
+def epsilon_partitions(dataset: Dataset) -> dg.DynamicPartitionsDefinition:
+    """One partition per epsilon, kept by the Dagster instance: the dataset's grid (added by the
+    ``epsilon_grid_partitions`` sensor and by every run of the CLI) and any other epsilon a user runs,
+    from the CLI or with "Add partition" in the UI. Each dataset has its own set."""
+    return dg.DynamicPartitionsDefinition(name=f"{dataset.name.replace('-', '_')}_epsilon")
+
+
+def add_epsilon_partitions(instance: dg.DagsterInstance, dataset: Dataset, epsilons) -> list[str]:
+    """Make each epsilon a partition of ``dataset`` on ``instance``; the keys that were new."""
+    name = epsilon_partitions(dataset).name
+    existing = set(instance.get_dynamic_partitions(name))
+    new = [key for key in dict.fromkeys(epsilon_key(e) for e in epsilons) if key not in existing]
+    if new:
+        instance.add_dynamic_partitions(name, new)
+    return new
+
+
+class NotAnEpsilon(ValueError):
+    """A partition key that is not an epsilon as synth_assets writes it."""
+
+
+def epsilon_of_partition(key: str) -> float:
+    """The epsilon a partition key stands for: a positive finite number written as ``epsilon_key``
+    writes it ('0.5', '1', '4'), so that one epsilon is one partition and one ledger entry."""
+    try:
+        value = float(key)
+    except ValueError:
+        raise NotAnEpsilon(f"partition {key!r} is not an epsilon: name a partition by a positive number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise NotAnEpsilon(f"partition {key!r} is not a positive finite epsilon: delete it and add one that is")
+    if epsilon_key(value) != key:
+        raise NotAnEpsilon(
+            f"partition {key!r} stands for epsilon {value:g}, which is the partition {epsilon_key(value)!r}: "
+            f"delete {key!r} and run {epsilon_key(value)!r}, so that one epsilon is charged once"
+        )
+    return value
 
 
 def _epsilon(context: dg.AssetExecutionContext) -> float:
-    return float(context.partition_key)
+    return epsilon_of_partition(context.partition_key)
+
+
+REFUSED_TAG = "synth_assets/refused"
+"""Run tag: the refusal (budget, unsafe setting, not an epsilon) that stopped a run before any release."""
+
+
+def refuse(context: dg.AssetExecutionContext, refusal: Exception) -> NoReturn:
+    """Stop the run with one readable failure: the reason, without a traceback to read through, and a
+    run that neither the daemon nor the resume sensor retries, since a retry would only repeat it."""
+    context.instance.add_run_tags(
+        context.run.run_id,
+        {REFUSED_TAG: type(refusal).__name__, "dagster/retry_on_asset_or_op_failure": "false"},
+    )
+    raise dg.Failure(
+        description=f"Refused before any release: {refusal}",
+        metadata={"refusal": type(refusal).__name__, "partition": context.partition_key},
+        allow_retries=False,
+    ) from None
 
 
 def _prior_or_none(frame: pl.DataFrame) -> Prior | None:
@@ -227,11 +282,17 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         duckdb: DuckDBResource,
         wide_table: pl.DataFrame,
     ) -> pl.DataFrame:
-        partition = _Partition(context, dataset, pe, llm, duckdb, wide_table, generators_in_run(context, dataset))
+        try:
+            partition = _Partition(context, dataset, pe, llm, duckdb, wide_table, generators_in_run(context, dataset))
+        except (NotAnEpsilon, UnsafePrivacySetting) as refusal:
+            refuse(context, refusal)
         for generator in partition.generators.values():
             generator.check_ready(dataset)
         recorded_before = {r.identity for r in partition.plan.releases if partition.ledger.is_recorded(r)}
-        check = charge_partition(partition.plan, partition.ledger)
+        try:
+            check = charge_partition(partition.plan, partition.ledger)
+        except BudgetExceeded as refusal:
+            refuse(context, refusal)
         context.log.info(check.explain())
         spent = partition.ledger.spent(dataset.name, check.delta)
         budget = dataset.spec.privacy.budget_epsilon

@@ -22,8 +22,11 @@ from synth_assets.tables.build import build_real_tables
 SMALL = {"pool_size": 150, "selected": 50, "reference_points": 3000}
 
 
-def test_generators_see_training_only_and_each_table_is_evaluated_against_the_holdout(tiny_dataset_dir, tmp_path):
+def test_generators_see_training_only_and_each_table_is_evaluated_against_the_holdout(
+    tiny_dataset_dir, tmp_path, epsilon_instance
+):
     dataset = load_dataset(tiny_dataset_dir)
+    instance = epsilon_instance(dataset)
     database = tmp_path / "w.duckdb"
     resources = build_resources(dataset, database=str(database), pe=PrivateEvolutionResource(**SMALL))
     assets = build_assets(dataset)
@@ -37,7 +40,7 @@ def test_generators_see_training_only_and_each_table_is_evaluated_against_the_ho
     assert holdout.height > 0.1 * (training.height + holdout.height)
 
     synthetic = [k for a in assets for k in a.keys if k not in real]
-    result = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1")
+    result = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1", instance=instance)
     assert result.success
     # every release was made from the training rows: the ledger's data digest is theirs
     digests = set(PrivacyLedger(database).releases()["data_digest"])
@@ -64,7 +67,7 @@ def test_generators_see_training_only_and_each_table_is_evaluated_against_the_ho
     assert {r["generator"] for r in stored} == set(evaluation["generator"])
 
     # the comparison page covers every release in the warehouse, this partition's and another's
-    other = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="4")
+    other = dg.materialize(assets, resources=resources, selection=synthetic, partition_key="4", instance=instance)
     (comparison,) = other.asset_materializations_for_node("evaluation__comparison")
     assert comparison.metadata["releases"].value == 2 * len(dataset.spec.synthesis.generators)
     assert comparison.metadata["epsilons"].value == [1.0, 4.0]

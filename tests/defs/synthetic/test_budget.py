@@ -23,12 +23,19 @@ SMALL = {"pool_size": 150, "selected": 50, "reference_points": 3000, "prior": "m
 
 
 def _failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(
-        e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure
-    )
+    """The failed steps' errors; a refusal (a dg.Failure) adds its kind, e.g. BudgetExceeded."""
+    lines = []
+    for event in (e for e in result.all_events if e.is_step_failure):
+        refusal = event.event_specific_data.user_failure_data
+        if refusal is not None:
+            lines.append(str(refusal.metadata["refusal"].value))
+        lines.append(event.event_specific_data.error.to_string())
+    return "\n".join(lines)
 
 
-def test_grid_releases_are_recorded_and_the_budget_is_enforced(tiny_copy: Path, tmp_path: Path) -> None:
+def test_grid_releases_are_recorded_and_the_budget_is_enforced(
+    tiny_copy: Path, tmp_path: Path, epsilon_instance
+) -> None:
     spec_path = tiny_copy / "dataset.yaml"
     spec = yaml.safe_load(spec_path.read_text())
     spec["privacy"]["budget_epsilon"] = 2.5
@@ -44,8 +51,9 @@ def test_grid_releases_are_recorded_and_the_budget_is_enforced(tiny_copy: Path, 
     real = [k for a in build_real_assets(dataset) for k in a.keys]
     synthetic = [k for a in build_synthetic_assets(dataset) for k in a.keys]  # evaluation: not needed here
     assert dg.materialize(assets, resources=resources, selection=real).success
+    instance = epsilon_instance(dataset)
 
-    assert dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1").success
+    assert dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1", instance=instance).success
     ledger = PrivacyLedger(database)
     releases = ledger.releases("devices")
     assert sorted(releases["kind"]) == ["independent_marginals", "marginal_prior", "nn_histogram"]
@@ -55,7 +63,7 @@ def test_grid_releases_are_recorded_and_the_budget_is_enforced(tiny_copy: Path, 
     assert 1.0 < spent.epsilon_gdp < spent.epsilon_sum
 
     # the same partition again, same seed and data: the same releases, not charged twice
-    assert dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1").success
+    assert dg.materialize(assets, resources=resources, selection=synthetic, partition_key="1", instance=instance).success
     again = ledger.spent("devices", 1e-6)
     assert again.releases == 3 and again.repeats >= 3
     assert again.epsilon_gdp == spent.epsilon_gdp
@@ -63,7 +71,8 @@ def test_grid_releases_are_recorded_and_the_budget_is_enforced(tiny_copy: Path, 
     # epsilon 4 would exceed 2.5: refused before the mechanism runs, nothing recorded or checkpointed
     before = {p.name for p in (checkpoints / "devices").iterdir()}
     refused = dg.materialize(
-        assets, resources=resources, selection=synthetic, partition_key="4", raise_on_error=False
+        assets, resources=resources, selection=synthetic, partition_key="4", raise_on_error=False,
+        instance=instance,
     )
     assert not refused.success
     message = _failure_text(refused)

@@ -62,8 +62,11 @@ def real_tables(tiny_dataset_dir: Path):
     return dataset, reporting, build_wide_table(dataset, reporting)[0]
 
 
-def test_every_check_passes_on_one_partition_of_the_tiny_dataset(tiny_dataset_dir: Path, tmp_path: Path) -> None:
+def test_every_check_passes_on_one_partition_of_the_tiny_dataset(
+    tiny_dataset_dir: Path, tmp_path: Path, epsilon_instance
+) -> None:
     dataset = load_dataset(tiny_dataset_dir)
+    instance = epsilon_instance(dataset)
     pe = PrivateEvolutionResource(**SMALL, checkpoint_dir=str(tmp_path / "ck"))
     resources = build_resources(dataset, database=str(tmp_path / "w.duckdb"), pe=pe)
     assets = build_assets(dataset)
@@ -74,7 +77,9 @@ def test_every_check_passes_on_one_partition_of_the_tiny_dataset(tiny_dataset_di
     ]
 
     first = dg.materialize([*assets, *checks], resources=resources, selection=real)
-    second = dg.materialize([*assets, *checks], resources=resources, selection=synthetic, partition_key="1")
+    second = dg.materialize(
+        [*assets, *checks], resources=resources, selection=synthetic, partition_key="1", instance=instance
+    )
     assert first.success and second.success
     evaluations = {**_evaluations(first), **_evaluations(second)}
     assert len(evaluations) == 7
@@ -87,7 +92,7 @@ def test_every_check_passes_on_one_partition_of_the_tiny_dataset(tiny_dataset_di
     assert evaluations["synthetic/decomposed_tables"].check_name == SCHEMA_CHECK
 
     # wired as the lead will wire graph.py: the epsilon-grid job runs the synthetic checks
-    defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=[build_epsilon_grid_job()], resources=resources)
+    defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=[build_epsilon_grid_job(dataset)], resources=resources)
     nodes = {node.name for node in defs.resolve_job_def(EPSILON_GRID_JOB).graph.nodes}
     assert {
         "synthetic__candidate_pool_values_in_domain",
@@ -97,7 +102,7 @@ def test_every_check_passes_on_one_partition_of_the_tiny_dataset(tiny_dataset_di
 
 
 def test_a_bad_candidate_pool_fails_its_blocking_check_in_its_own_partition(
-    tiny_dataset_dir: Path, tmp_path: Path
+    tiny_dataset_dir: Path, tmp_path: Path, epsilon_instance
 ) -> None:
     dataset = load_dataset(tiny_dataset_dir)
     partitions = epsilon_partitions(dataset)
@@ -121,7 +126,7 @@ def test_a_bad_candidate_pool_fails_its_blocking_check_in_its_own_partition(
     definitions = [candidate_pool, dp_histogram, *_subset(build_synthetic_checks(dataset), CANDIDATE_POOL_KEY)]
     resources = build_resources(dataset, database=str(database))
 
-    instance = dg.DagsterInstance.ephemeral()
+    instance = epsilon_instance(dataset)
     bad = dg.materialize(
         definitions, resources=resources, partition_key="4", raise_on_error=False, instance=instance
     )
@@ -151,7 +156,9 @@ def test_a_bad_candidate_pool_fails_its_blocking_check_in_its_own_partition(
     assert stored == {"1": 0, "4": 7}
 
 
-def test_a_decomposed_table_with_a_wrong_dtype_fails_the_schema_check(real_tables, tmp_path: Path) -> None:
+def test_a_decomposed_table_with_a_wrong_dtype_fails_the_schema_check(
+    real_tables, tmp_path: Path, epsilon_instance
+) -> None:
     dataset, reporting, wide = real_tables
     partitions = epsilon_partitions(dataset)
 
@@ -175,7 +182,9 @@ def test_a_decomposed_table_with_a_wrong_dtype_fails_the_schema_check(real_table
 
     # The check reads the table as stored: the partition that creates it sets its dtypes (a later
     # partition's values are cast by DuckDB on insert), so the bad partition goes first here.
-    result = dg.materialize([decomposed_tables, *checks], resources=resources, partition_key="4")
+    result = dg.materialize(
+        [decomposed_tables, *checks], resources=resources, partition_key="4", instance=epsilon_instance(dataset)
+    )
     evaluation = _evaluations(result)["synthetic/decomposed_tables"]
     assert not evaluation.passed and evaluation.partition == "4"
     assert not evaluation.blocking and result.success  # not blocking: the run goes on

@@ -19,7 +19,7 @@ SMALL = {"pool_size": 150, "selected": 50, "reference_points": 3000}
 
 
 def test_the_default_branches_include_mst_and_a_run_charges_only_the_branches_it_materializes(
-    tiny_with_default_generators: Path, tmp_path: Path
+    tiny_with_default_generators: Path, tmp_path: Path, epsilon_instance
 ):
     dataset = load_dataset(tiny_with_default_generators)
     assert dataset.spec.synthesis.generators == ["private_evolution", "mst", "independent_marginals"]
@@ -35,7 +35,9 @@ def test_the_default_branches_include_mst_and_a_run_charges_only_the_branches_it
 
     # MST and the reference only: PE is neither charged nor run
     selection = [RELEASE_PLAN_KEY, *branches["mst"], *branches["independent_marginals"], SCORES_KEY]
-    result = dg.materialize(assets, resources=resources, selection=selection, partition_key="1")
+    result = dg.materialize(
+        assets, resources=resources, selection=selection, partition_key="1", instance=epsilon_instance(dataset)
+    )
     assert result.success
     releases = PrivacyLedger(database).releases()
     kinds = sorted(releases["kind"])

@@ -16,7 +16,7 @@ from synth_assets.datasets.loading import load_dataset
 from synth_assets.defs.evaluation.assets import build_evaluation_assets
 from synth_assets.defs.graph import build_assets, build_resources
 from synth_assets.defs.real.assets import build_real_assets
-from synth_assets.defs.synthetic.assets import build_synthetic_assets
+from synth_assets.defs.synthetic.assets import add_epsilon_partitions, build_synthetic_assets
 from synth_assets.evaluation.holdout import split_holdout
 from synth_assets.generators.private_evolution import PrivateEvolution
 from synth_assets.privacy.ledger import PrivacyLedger
@@ -53,13 +53,23 @@ def _graph(directory: Path, tmp_path: Path, evaluation: bool = False, real_half:
 
 
 def _run(assets, resources, synthetic, partition):
+    instance = dg.DagsterInstance.ephemeral()
+    add_epsilon_partitions(instance, load_dataset(resources["dataset"].directory), [float(partition)])
     return dg.materialize(
-        assets, resources=resources, selection=synthetic, partition_key=partition, raise_on_error=False
+        assets, resources=resources, selection=synthetic, partition_key=partition, raise_on_error=False,
+        instance=instance,
     )
 
 
 def _failure(result) -> str:
-    return "\n".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
+    """The failed steps' errors; a refusal (a dg.Failure) adds its kind, e.g. BudgetExceeded."""
+    lines = []
+    for event in (e for e in result.all_events if e.is_step_failure):
+        refusal = event.event_specific_data.user_failure_data
+        if refusal is not None:
+            lines.append(str(refusal.metadata["refusal"].value))
+        lines.append(event.event_specific_data.error.to_string())
+    return "\n".join(lines)
 
 
 def _partitions(database: Path, table: str) -> set[str]:
