@@ -333,6 +333,33 @@ def _command_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_mlflow(args: argparse.Namespace) -> int:
+    from synth_assets.export import ReleaseNotFound
+    from synth_assets.mlflow_log import (
+        MlflowUnavailable,
+        TrackingError,
+        default_experiment,
+        log_release,
+        resolved_tracking_uri,
+    )
+
+    dataset = load_dataset(args.dataset or configured_dataset_dir())
+    generator = args.generator or dataset.spec.synthesis.generators[0]
+    experiment = args.experiment or default_experiment(dataset)
+    try:
+        run_id = log_release(dataset, args.epsilon, generator, tracking_uri=args.tracking_uri,
+                             experiment=experiment, include_data=args.include_data, fmt=args.format)
+    except (ReleaseNotFound, MlflowUnavailable) as exc:
+        print(f"synth-assets: {exc}", file=sys.stderr)
+        return 2
+    except TrackingError as exc:
+        print(f"synth-assets: {exc}", file=sys.stderr)
+        return 1
+    print(f"{dataset.name}, {generator}, epsilon {args.epsilon:g}: logged as run {run_id} of experiment "
+          f"{experiment!r} at {resolved_tracking_uri(args.tracking_uri)}")
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -422,6 +449,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace files already in --out")
     export.add_argument("--dataset", help="dataset directory (default: the embedded Baseball Databank)")
     export.set_defaults(handler=_command_export)
+
+    tracked = commands.add_parser(
+        "mlflow", help="log one release to MLflow: its privacy parameters, leaderboard and evaluation "
+        "figures, verdicts, report and manifest (needs the mlflow extra)"
+    )
+    tracked.add_argument("--epsilon", type=_epsilon, required=True, help="the release's epsilon")
+    tracked.add_argument("--generator", help="the branch (default: the first of synthesis.generators)")
+    tracked.add_argument("--tracking-uri",
+                         help="where to log (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    tracked.add_argument("--experiment", help="the experiment (default: $MLFLOW_EXPERIMENT_NAME, else "
+                         "synth_assets/<dataset>)")
+    tracked.add_argument("--include-data", action="store_true",
+                         help="also log the exported tables as artefacts (default: the manifest only)")
+    tracked.add_argument("--format", choices=("parquet", "csv", "jsonl"), default="parquet",
+                         help="file format of --include-data (default parquet)")
+    tracked.add_argument("--dataset", help="dataset directory (default: the embedded Baseball Databank)")
+    tracked.set_defaults(handler=_command_mlflow)
     return parser
 
 
