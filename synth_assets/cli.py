@@ -27,29 +27,23 @@ def _instance():
 
 
 def _command_real(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    from synth_assets.defs.graph import build_resources
-    from synth_assets.defs.real.assets import build_real_assets
-    from synth_assets.pipeline import PipelineError, console_logs, raise_on_failure
+    from synth_assets.defs.synthetic.assets import add_epsilon_partitions
+    from synth_assets.defs.synthetic.jobs import REAL_TABLES_JOB
+    from synth_assets.locations import definitions_for
+    from synth_assets.pipeline import PipelineError, run_job
 
     dataset = load_dataset(args.dataset or configured_dataset_dir())
-    assets = build_real_assets(dataset)
-    resources = build_resources(dataset, entity_fraction=args.entity_fraction)
+    definitions, _ = definitions_for(dataset, entity_fraction=args.entity_fraction)
+    resources = definitions.resources
+    instance = _instance()
+    add_epsilon_partitions(instance, dataset, dataset.spec.privacy.epsilon_grid)  # the grid, ready to run
     started = time.perf_counter()
-    result = dg.materialize(
-        assets,
-        resources=resources,
-        instance=_instance(),
-        raise_on_error=False,
-        run_config=console_logs(args.verbose),
-    )
-    seconds = time.perf_counter() - started
     try:
-        raise_on_failure(result)
+        result = run_job(definitions, REAL_TABLES_JOB, instance, verbose=args.verbose)
     except PipelineError as exc:
         print(f"synth-assets: {exc}", file=sys.stderr)
         return 1
+    seconds = time.perf_counter() - started
     summary = {
         "dataset": dataset.name,
         "database": resources["duckdb"].database,
@@ -278,58 +272,20 @@ def _command_report(args: argparse.Namespace) -> int:
 
 
 def _command_export(args: argparse.Namespace) -> int:
-    import duckdb
-
-    from synth_assets.defs.evaluation.assets import stored_reports
-    from synth_assets.defs.synthetic.assets import RELEASE_PLAN_KEY, epsilon_key, population_key
-    from synth_assets.export import export_release
-    from synth_assets.io_managers import read_frame
-    from synth_assets.privacy.ledger import PrivacyLedger
-    from synth_assets.privacy.releases import resolve_delta
-    from synth_assets.warehouse import warehouse_path
+    from synth_assets.export import ReleaseNotFound, stored_release
 
     dataset = load_dataset(args.dataset or configured_dataset_dir())
-    generator = args.generator or dataset.spec.synthesis.generators[0]
-    partition = epsilon_key(args.epsilon)
-    path = warehouse_path(dataset.name)
-    run_hint = f"run 'synth-assets run --epsilon {partition} --generator {generator}' first"
-    if not path.is_file():
-        print(f"synth-assets: no warehouse at {path}: {run_hint}", file=sys.stderr)
-        return 2
-    key = population_key(generator)
-    with duckdb.connect(str(path), read_only=True) as connection:
-        try:
-            population = read_frame(connection, key.path[-2], key.path[-1], partition)
-            plan = read_frame(connection, *RELEASE_PLAN_KEY.path, partition)
-        except FileNotFoundError:
-            population = plan = None
-        reports = [r for r in stored_reports(connection)
-                   if r["epsilon"] == args.epsilon and r["generator"] == generator]
-    if population is None or population.height == 0:
-        print(f"synth-assets: {generator} has no synthetic table at epsilon {partition}: {run_hint}",
-              file=sys.stderr)
-        return 2
-    identities = set(plan.filter(plan["generator"] == generator)["identity"])
-    ledger = PrivacyLedger(path).releases(dataset.name)
-    releases = [{k: v for k, v in row.items() if k not in ("parameters",)}
-                for row in ledger.filter(ledger["identity"].is_in(sorted(identities))).iter_rows(named=True)]
-    evaluation = None
-    if reports:
-        from synth_assets.defs.evaluation.assets import report_path
-
-        evaluation = {"verdict": reports[0]["verdict"], "verdicts": reports[0]["verdicts"],
-                      "report": str(report_path(dataset, partition, generator))}
     try:
-        manifest = export_release(dataset, population, args.out, fmt=args.format, generator=generator,
-                                  epsilon=args.epsilon, delta=resolve_delta(dataset), releases=releases,
-                                  evaluation=evaluation, overwrite=args.overwrite)
-    except FileExistsError as exc:
+        release = stored_release(dataset, args.epsilon, args.generator)
+        manifest = release.export(args.out, fmt=args.format, overwrite=args.overwrite)
+    except (ReleaseNotFound, FileExistsError) as exc:
         print(f"synth-assets: {exc}", file=sys.stderr)
         return 2
     written = json.loads(manifest.read_text())
-    print(f"{dataset.name}, {generator}, epsilon {partition}: {len(written['files'])} tables written to "
-          f"{manifest.parent} ({args.format}), {len(releases)} ledger releases in {manifest.name}"
-          + (f"; evaluation {evaluation['verdict']}" if evaluation else "; not evaluated"))
+    evaluation = release.evaluation
+    print(f"{dataset.name}, {release.generator}, epsilon {release.partition}: {len(written['files'])} tables "
+          f"written to {manifest.parent} ({args.format}), {len(release.releases)} ledger releases in "
+          f"{manifest.name}" + (f"; evaluation {evaluation['verdict']}" if evaluation else "; not evaluated"))
     return 0
 
 

@@ -208,7 +208,30 @@ def _prefixed_checks(
     )
 
 
-def prefixed_definitions(dataset: Dataset) -> dg.Definitions:
+def deployed_prefix(dataset: Dataset) -> str | None:
+    """The asset-key prefix of ``dataset`` in the deployment: its name when the deployment file lists
+    it (that name, that directory), else None. A deployment file that is absent or does not load
+    deploys nothing."""
+    try:
+        listed = listed_datasets()
+    except DatasetError:
+        return None
+    return dataset.name if listed.get(dataset.name) == Path(dataset.directory).resolve() else None
+
+
+def definitions_for(dataset: Dataset, **resource_options) -> tuple[dg.Definitions, str | None]:
+    """The Definitions a command runs for ``dataset``, and their key prefix: its code location's graph
+    (keys under its name) when the deployment lists it, so that the command's runs and materializations
+    are those the UI shows for that location; else the single-dataset graph (unprefixed keys)."""
+    from synth_assets.defs.graph import build_definitions
+
+    prefix = deployed_prefix(dataset)
+    if prefix is None:
+        return build_definitions(dataset, **resource_options), None
+    return prefixed_definitions(dataset, **resource_options), prefix
+
+
+def prefixed_definitions(dataset: Dataset, **resource_options) -> dg.Definitions:
     """The Definitions of ``dataset``'s asset graph, as :func:`~synth_assets.defs.graph.build_definitions`
     assembles them, with every asset key under the dataset's name: the keys of its assets, of their
     inputs and deps, and of its checks' assets and inputs. The tables keep their names (the warehouse
@@ -218,7 +241,7 @@ def prefixed_definitions(dataset: Dataset) -> dg.Definitions:
     from synth_assets.defs.graph import build_definitions
     from synth_assets.defs.synthetic.jobs import EPSILON_GRID_JOB, build_resume_sensor
 
-    base = build_definitions(dataset)
+    base = build_definitions(dataset, **resource_options)
     base_assets = list(base.assets or [])
     base_checks = list(base.asset_checks or [])
     replacements = {

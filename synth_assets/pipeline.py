@@ -1,6 +1,9 @@
 """Materialize the whole graph in-process: the real half once, then the synthetic half per epsilon.
 
 This is what ``synth-assets run`` does; it returns one summary per epsilon (the JSON of ``--json``).
+The runs are those of the named jobs ``real_tables`` and ``epsilon_grid``, of the dataset's code location
+when the deployment lists it (see :func:`synth_assets.locations.definitions_for`), so that the UI of the
+same instance shows them, their partitions and their materializations.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import polars as pl
 from synth_assets.datasets.loading import Dataset, DatasetError
 from synth_assets.datasets.spec import SPEC_FILENAME
 from synth_assets.defs.evaluation.assets import COMPARISON_KEY, PRIVACY_RISK_KEY
-from synth_assets.defs.graph import build_definitions
 from synth_assets.defs.real.assets import wide_key
 from synth_assets.defs.synthetic.assets import (
     DP_HISTOGRAM_KEY,
@@ -30,6 +32,7 @@ from synth_assets.defs.synthetic.assets import (
     generators_of_run,
 )
 from synth_assets.defs.synthetic.jobs import EPSILON_GRID_JOB, REAL_TABLES_JOB
+from synth_assets.locations import definitions_for
 from synth_assets.privacy.ledger import PrivacyLedger
 from synth_assets.privacy.releases import check_settings, precheck_budget
 from synth_assets.resources import PrivateEvolutionResource
@@ -77,7 +80,8 @@ def run_job(
 
 
 def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == key)
+    """The metadata of ``key``'s materialization, under a code location's prefix or not."""
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-2:] == key.path)
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
@@ -104,7 +108,7 @@ def run_pipeline(
     """Materialize the real half, then every requested epsilon partition of the synthetic half: the
     branches of ``generators`` (default: every generator the dataset lists), their scores and, unless
     ``evaluation`` is False, their evaluation against the holdout and the page comparing every release."""
-    definitions = build_definitions(dataset, entity_fraction=entity_fraction, pe=pe, database=database)
+    definitions, prefix = definitions_for(dataset, entity_fraction=entity_fraction, pe=pe, database=database)
     resources = definitions.resources
     branches = branch_keys(dataset)
     chosen = list(generators) if generators else list(branches)
@@ -128,6 +132,8 @@ def run_pipeline(
     add_epsilon_partitions(instance, dataset, [*dataset.spec.privacy.epsilon_grid, *epsilons])
     synthetic_keys = [RELEASE_PLAN_KEY, *(key for name in chosen for key in branches[name]), SCORES_KEY,
                       *([PRIVACY_RISK_KEY] if evaluation else [])]
+    if prefix:
+        synthetic_keys = [key.with_prefix(prefix) for key in synthetic_keys]
 
     started = time.perf_counter()
     result = run_job(definitions, REAL_TABLES_JOB, instance, verbose=verbose)
@@ -151,7 +157,8 @@ def run_pipeline(
         summaries.append(summary)
     if not evaluation:
         return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds, comparison=None)
-    result = run_job(definitions, EPSILON_GRID_JOB, instance, selection=[COMPARISON_KEY], verbose=verbose)
+    comparison_key = COMPARISON_KEY.with_prefix(prefix) if prefix else COMPARISON_KEY
+    result = run_job(definitions, EPSILON_GRID_JOB, instance, selection=[comparison_key], verbose=verbose)
     comparison = _metadata(result, COMPARISON_KEY)
     return PipelineRun(dataset=dataset, summaries=summaries, real_seconds=real_seconds,
                        comparison={"page": comparison["page"], "recommendations": comparison["recommendations"]})

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 REQUIRED = {
@@ -15,9 +16,11 @@ REQUIRED = {
 }
 
 
-def _run(*args: str, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def _run(*args: str, tmp_path: Path, timeout: int = 600, dagster_home: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "SYNTH_ASSETS_WAREHOUSE": str(tmp_path / "warehouse")}
     env.pop("DAGSTER_HOME", None)
+    if dagster_home is not None:
+        env["DAGSTER_HOME"] = str(dagster_home)
     return subprocess.run(
         [sys.executable, "-m", "synth_assets.cli", *args],
         env=env, capture_output=True, text=True, timeout=timeout,
@@ -26,11 +29,16 @@ def _run(*args: str, tmp_path: Path, timeout: int = 600) -> subprocess.Completed
 
 def test_run_on_a_dataset_directory_prints_one_json_document(tiny_dataset_dir: Path, tmp_path: Path) -> None:
     # the evaluation is checked in test_run_of_one_generator_charges_and_scores_only_its_branch
+    home = tmp_path / "dagster_home"
     completed = _run("run", "--dataset", str(tiny_dataset_dir), "--epsilon", "1", "--epsilon", "3",
-                     "--json", "--no-evaluation", tmp_path=tmp_path)
+                     "--json", "--no-evaluation", tmp_path=tmp_path, dagster_home=home)
     assert completed.returncode == 0, completed.stderr
     summaries = json.loads(completed.stdout)
     assert [s["epsilon"] for s in summaries] == [1.0, 3.0]  # 3 is not in the grid: added for this run
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # what the UI of that instance shows
+        assert sorted(instance.get_dynamic_partitions("devices_epsilon")) == ["1", "3", "4"]
+        runs = sorted((r.job_name, r.tags.get("dagster/partition", "")) for r in instance.get_runs())
+    assert runs == [("epsilon_grid", "1"), ("epsilon_grid", "3"), ("real_tables", "")]
     for summary in summaries:
         assert REQUIRED <= set(summary)
         assert "evaluation" not in summary  # --no-evaluation

@@ -312,3 +312,27 @@ def test_a_release_plan_in_a_location_charges_only_the_branches_its_run_selects(
         assert selection <= job.asset_layer.selected_asset_keys
         context = SimpleNamespace(run=SimpleNamespace(asset_selection=selection), job_def=job)
         assert synthetic_assets.generators_in_run(context, dataset) == ["independent_marginals"]
+
+
+def test_a_command_on_a_deployed_dataset_runs_its_locations_jobs_under_its_keys(
+    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``synth-assets run`` materializes for a listed dataset is what its code location shows: the
+    same jobs, partitions and prefixed keys; for a dataset the deployment does not list, unprefixed keys."""
+    from synth_assets.pipeline import run_pipeline
+
+    dataset = load_dataset(tiny_dataset_dir)
+    assert locations.deployed_prefix(dataset) is None  # the shipped datasets.yaml does not list it
+    _deployment(tmp_path, f"datasets:\n  devices: {tiny_dataset_dir}\n", monkeypatch)
+    assert locations.deployed_prefix(dataset) == "devices"
+    instance = dg.DagsterInstance.ephemeral()
+    run = run_pipeline(dataset, [3.0], instance=instance, database=str(tmp_path / "w.duckdb"),
+                       generators=["independent_marginals"], evaluation=False)
+    assert [s["epsilon"] for s in run.summaries] == [3.0]
+    assert sorted(instance.get_dynamic_partitions("devices_epsilon")) == ["1", "3", "4"]
+    runs = sorted((r.job_name, r.tags.get("dagster/partition", "")) for r in instance.get_runs())
+    assert runs == [("epsilon_grid", "3"), ("real_tables", "")]
+    reference = dg.AssetKey(["devices", "reference", "independent_marginals"])
+    assert instance.get_materialized_partitions(reference) == {"3"}
+    assert instance.get_latest_materialization_event(dg.AssetKey(["devices", "real", "training"]))
+    assert not instance.get_latest_materialization_event(dg.AssetKey(["real", "training"]))
