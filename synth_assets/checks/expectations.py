@@ -44,9 +44,11 @@ import polars as pl
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import (
     CategoricalColumn,
+    DateColumn,
     IdentifierColumn,
     NumericColumn,
 )
+from synth_assets.datasets.temporal import as_numbers
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -79,6 +81,8 @@ DECLARED_TYPES: dict[str, list[str]] = {
     "integer": _INTEGER_TYPES,
     "float": ["Float32Dtype", "Float64Dtype"],
     "text": ["StringDtype"],
+    "date": ["datetime64[s]", "datetime64[ms]", "datetime64[us]", "datetime64[ns]"],
+    "timestamp": ["datetime64[us]", "datetime64[ns]"],
 }
 """GX type names (pandas masked dtypes, see :func:`to_pandas`) accepted for each declared type."""
 
@@ -204,6 +208,8 @@ def _key_expectations(key: str, *, present: bool = True) -> list[Any]:
 
 
 def _declared_type(column: CategoricalColumn | NumericColumn | IdentifierColumn) -> str:
+    if isinstance(column, DateColumn):
+        return column.role
     if isinstance(column, NumericColumn):
         return column.type
     return "text"
@@ -294,7 +300,9 @@ def domain_suite(dataset: Dataset, *, population: bool = False) -> ExpectationSu
             expectations.append(
                 _rule(E.ExpectColumnValuesToNotBeNull(column=name), "not null (not nullable)")
             )
-        expectations.append(_type_expectation(name, _declared_type(column)))
+        # the domain is checked on numbers: a date column as its days (a timestamp: seconds) since 1970
+        declared = "integer" if isinstance(column, DateColumn) else _declared_type(column)
+        expectations.append(_type_expectation(name, declared))
     kind = "selected_population" if population else "candidates"
     return _suite(f"{dataset.name}.{kind}.domain", expectations)
 
@@ -516,7 +524,7 @@ def validate_wide_table(dataset: Dataset, frame: pl.DataFrame) -> ValidationRepo
 def validate_domain(
     dataset: Dataset, frame: pl.DataFrame, *, population: bool = False
 ) -> ValidationReport:
-    return validate_frame(frame, domain_suite(dataset, population=population))
+    return validate_frame(as_numbers(dataset.spec, frame), domain_suite(dataset, population=population))
 
 
 def validate_schema(

@@ -180,7 +180,20 @@ def parse_shared_sql(
     return list(views.values())
 
 
-def _format_validation_error(path: Path, error: ValidationError) -> str:
+def _column_named(raw: object, loc: tuple) -> str:
+    """`` (the column from: profile.signup)`` for an error in a wide-table column, else nothing."""
+    if len(loc) < 3 or loc[:2] != ("wide_table", "columns") or not isinstance(loc[2], int):
+        return ""
+    try:
+        column = raw["wide_table"]["columns"][loc[2]]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    if not isinstance(column, dict) or not isinstance(column.get("from"), str):
+        return ""
+    return f" (the column from: {column['from']})"
+
+
+def _format_validation_error(path: Path, error: ValidationError, raw: object = None) -> str:
     lines = [f"{path}: {error.error_count()} problem(s)"]
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"]) or "(top level)"
@@ -194,8 +207,23 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
             value = item["input"]
             if not isinstance(value, (dict, list)):
                 shown = f" (got {value!r})"
-        lines.append(f"  - {location}: {message}{shown}")
+        lines.append(f"  - {location}: {message}{shown}{_column_named(raw, item['loc'])}")
     return "\n".join(lines)
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a date that does not exist (1990-13-01) stays text, for the spec
+    to refuse with the field it is in rather than fail the whole file."""
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -208,7 +236,7 @@ def load_spec(directory: Path) -> DatasetSpec:
     spec_path = directory / SPEC_FILENAME
     text = _read_text(spec_path, "dataset spec file")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise DatasetError(f"{spec_path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -222,7 +250,7 @@ def load_spec(directory: Path) -> DatasetSpec:
     try:
         return DatasetSpec.model_validate(raw)
     except ValidationError as exc:
-        raise DatasetError(_format_validation_error(spec_path, exc)) from exc
+        raise DatasetError(_format_validation_error(spec_path, exc, raw)) from exc
 
 
 def load_query(path: Path) -> Query:

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 SPEC_VERSION = 1
 SPEC_FILENAME = "dataset.yaml"
@@ -210,7 +219,13 @@ class _WideColumnBase(_Strict):
     description: str = ""
     nullable: bool = Field(
         default=False,
-        description="May be null (structural nulls, e.g. no pitching record for a non-pitcher).",
+        description="Whether the column may be null: for an entity with no row in its reporting table "
+        "(structural nulls, e.g. no pitching record for a non-pitcher) or a null value in a row. false "
+        "(the default): a null in the private data stops the wide-table build, before any DP release, "
+        "with an error that names the dataset file, the table, the column and the number of nulls. "
+        "true: null is one more public bin of the column, its share released with noise like any other "
+        "bin and drawn back in that proportion. Generators never write a null into a column that is not "
+        "nullable.",
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -341,12 +356,177 @@ class NumericColumn(_WideColumnBase):
         return self
 
 
+_EPOCH_DAY = date(1970, 1, 1)
+_EPOCH = datetime(1970, 1, 1)
+SECONDS_PER_DAY = 86_400
+
+
+def temporal_number(value: Any, role: str) -> int:
+    """Days (``role`` date) or seconds (timestamp) since 1970-01-01 of a date or an ISO date and time.
+
+    A timestamp with a time zone is read in UTC. Raises ValueError naming the value and the format."""
+    fix = (
+        "write a date as YYYY-MM-DD (1990-01-01)"
+        if role == "date"
+        else "write a timestamp as an ISO date and time, YYYY-MM-DDTHH:MM:SS (2020-01-01T00:00:00)"
+    )
+    parsed: Any = value
+    if isinstance(value, str):
+        try:
+            parsed = (date if role == "date" else datetime).fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a {'date' if role == 'date' else 'timestamp'}: {fix}") from None
+    if role == "date":
+        if isinstance(parsed, datetime):
+            if parsed.time() != time(0) or parsed.tzinfo is not None:
+                raise ValueError(
+                    f"{value!s} has a time of day, but a date column holds dates: {fix}, or use "
+                    "role: timestamp for dates with times"
+                )
+            parsed = parsed.date()
+        if not isinstance(parsed, date):
+            raise ValueError(f"{value!r} is not a date: {fix}")
+        return (parsed - _EPOCH_DAY).days
+    if isinstance(parsed, date) and not isinstance(parsed, datetime):
+        parsed = datetime.combine(parsed, time(0))
+    if not isinstance(parsed, datetime):
+        raise ValueError(f"{value!r} is not a timestamp: {fix}")
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    if parsed.microsecond:
+        raise ValueError(f"{value!s}: timestamps are kept to the second; leave out the fraction of a second")
+    return int((parsed - _EPOCH).total_seconds())
+
+
+def temporal_value(number: float, role: str) -> date | datetime:
+    """The date (``role`` date) or naive UTC date and time (timestamp) of a number of days or seconds."""
+    if role == "date":
+        return _EPOCH_DAY + timedelta(days=int(math.floor(number)))
+    return _EPOCH + timedelta(seconds=int(math.floor(number)))
+
+
+def temporal_label(number: float, role: str) -> str:
+    """A date as YYYY-MM-DD, a timestamp as YYYY-MM-DD HH:MM:SS (the time left out at midnight)."""
+    value = temporal_value(number, role)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d") if value.time() == time(0) else value.strftime("%Y-%m-%d %H:%M:%S")
+    return value.isoformat()
+
+
+class DateColumn(NumericColumn):
+    """A date (``role: date``) or a date and time (``role: timestamp``) with public bounds.
+
+    Generators, bins and distances see it as an integer column: days (date) or seconds (timestamp) since
+    1970-01-01, which is what ``min``, ``max`` and ``point_masses`` hold once validated. The wide table,
+    the synthetic one and the reporting tables hold real dates (polars Date, naive Datetime in UTC).
+    """
+
+    role: Literal["date", "timestamp"]  # type: ignore[assignment]
+    type: Literal["integer"] = Field(default="integer", exclude=True)  # type: ignore[assignment]
+    scale: Literal["linear"] = Field(default="linear", exclude=True)  # type: ignore[assignment]
+    min: float = Field(
+        description="Public lower bound: a date (1990-01-01), or for a timestamp an ISO date and time "
+        "(2020-01-01T00:00:00); held as days (seconds) since 1970-01-01."
+    )
+    max: float = Field(description="Public upper bound, as min.")
+    out_of_bounds: Literal["clip", "error"] = Field(
+        default="clip", description="What happens to a date before min or after max: clip it to the bound, or fail."
+    )
+    bins: int | None = Field(
+        default=None,
+        ge=2,
+        le=200,
+        description="Equal-width public bins over [min, max] (default 10): e.g. 35 for the years of "
+        "1990-2024.",
+    )
+    point_masses: list[float] | None = Field(
+        default=None,
+        description="Public dates (timestamps) that many entities have exactly, each with a bin of its "
+        "own (a placeholder date, say). Unset: none.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_numeric_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            role = data.get("role", "date")
+            if "type" in data:
+                raise ValueError(
+                    f"a {role} column takes no type: its values are "
+                    + ("dates; use role: timestamp for dates with times" if role == "date"
+                       else "dates with times; use role: date for dates alone")
+                )
+            if data.get("scale", "linear") != "linear":
+                raise ValueError(f"a {role} column is binned linearly over [min, max]: remove scale")
+        return data
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _finite_bounds(cls, value: Any, info: ValidationInfo) -> Any:
+        role = info.data.get("role", "date")
+        try:
+            return temporal_number(value, role)
+        except ValueError as exc:
+            raise ValueError(f"{info.field_name}: {exc}") from None
+
+    @field_validator("point_masses", mode="before")
+    @classmethod
+    def _finite_point_masses(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        role = info.data.get("role", "date")
+        if not isinstance(value, list):
+            raise ValueError(f"point_masses is a list of dates, got {value!r}")
+        try:
+            return [temporal_number(v, role) for v in value]
+        except ValueError as exc:
+            raise ValueError(f"point_masses: {exc}") from None
+
+    @field_serializer("min", "max")
+    def _bound_as_text(self, value: float) -> str:
+        return self.label(value)
+
+    @field_serializer("point_masses")
+    def _masses_as_text(self, value: list[float] | None) -> list[str] | None:
+        return None if value is None else [self.label(v) for v in value]
+
+    @property
+    def special_values(self) -> list[float]:
+        return sorted(self.point_masses or [])
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> DateColumn:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.label(self.min)}) must be before max ({self.label(self.max)})")
+        masses = self.point_masses or []
+        outside = [self.label(v) for v in masses if not self.min <= v <= self.max]
+        if outside:
+            raise ValueError(
+                f"point_masses {outside} lie outside [min, max] = [{self.label(self.min)}, {self.label(self.max)}]"
+            )
+        if len(set(masses)) != len(masses):
+            raise ValueError(f"point_masses list a {self.role} twice: {[self.label(v) for v in masses]}")
+        return self
+
+    @property
+    def unit(self) -> str:
+        """What one step of the column's numbers is: a day (date) or a second (timestamp)."""
+        return "day" if self.role == "date" else "second"
+
+    def label(self, number: float) -> str:
+        """The date (or date and time) of a number of days (seconds) since 1970-01-01."""
+        return temporal_label(number, self.role)
+
+    def value(self, number: float) -> date | datetime:
+        return temporal_value(number, self.role)
+
+
 class IdentifierColumn(_WideColumnBase):
     role: Literal["identifier"]
 
 
 WideColumn = Annotated[
-    CategoricalColumn | NumericColumn | IdentifierColumn, Field(discriminator="role")
+    CategoricalColumn | NumericColumn | IdentifierColumn | DateColumn, Field(discriminator="role")
 ]
 
 
@@ -660,7 +840,8 @@ class DatasetSpec(_Strict):
 
     @property
     def modelled_columns(self) -> list[CategoricalColumn | NumericColumn]:
-        """Columns a generator synthesises (categorical and numeric), in wide-table order."""
+        """Columns a generator synthesises (categorical, numeric, date and timestamp: a
+        :class:`DateColumn` is a :class:`NumericColumn`), in wide-table order."""
         return [
             c for c in self.wide_table.columns if isinstance(c, (CategoricalColumn, NumericColumn))
         ]

@@ -36,6 +36,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import NumericColumn
+from synth_assets.datasets.temporal import as_numbers
 from synth_assets.pe.encoding import EncodedTable, Encoder, encode_categorical
 from synth_assets.pe.nn import nearest_candidates
 
@@ -94,6 +95,7 @@ def attribute_inference(dataset: Dataset, encoder: Encoder, targets: pl.DataFram
                         synthetic: pl.DataFrame, column: str) -> dict:
     spec = {c.wide_name: c for c in dataset.spec.modelled_columns}[column]
     known = {c.wide_name for c in dataset.spec.modelled_columns} - {column}
+    targets, controls, synthetic = (as_numbers(dataset.spec, f) for f in (targets, controls, synthetic))
     encoded_synthetic = encoder.encode(synthetic)
     truth_synthetic = synthetic[column]
 
@@ -145,6 +147,7 @@ def _singling_tables(encoder: Encoder, frames: list[pl.DataFrame]) -> list[np.nd
     them cheap), a null number by -inf, a category by the rank of its code (null being its own code);
     the rows sorted on their values, so that nothing depends on a frame's row order."""
     columns = {c.wide_name: c for c in encoder.columns}
+    frames = [as_numbers(encoder.columns, f) for f in frames]
     width = len(encoder.numeric_columns) + len(encoder.categorical_columns)
     raw = np.empty((width, sum(f.height for f in frames)))
     for j, name in enumerate(encoder.numeric_columns):

@@ -20,6 +20,7 @@ from scipy import stats
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
+from synth_assets.datasets.temporal import as_numbers
 from synth_assets.evaluation.marginals import bin_labels, bin_table
 from synth_assets.evaluation.utility import one_openmp_thread
 
@@ -30,6 +31,7 @@ DETECTION_ROWS = 3000
 def column_fidelity(dataset: Dataset, real: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:
     """One row per modelled column: metric (ks or tvd), its value, and the null-share difference."""
     rows = []
+    real, other = as_numbers(dataset.spec, real), as_numbers(dataset.spec, other)
     for column in dataset.spec.modelled_columns:
         a, b = real[column.wide_name], other[column.wide_name]
         null_gap = abs(a.null_count() / max(a.len(), 1) - b.null_count() / max(b.len(), 1))
@@ -69,6 +71,7 @@ def pair_fidelity(dataset: Dataset, real: pl.DataFrame, other: pl.DataFrame, *, 
     """One row per pair (a seeded sample of ``max_pairs`` of each kind when there are more): the
     absolute differences of Pearson and Spearman (numeric pairs) or of Cramer's V (categorical pairs)."""
     rng = np.random.default_rng([seed, 0xFA1])
+    real, other = as_numbers(dataset.spec, real), as_numbers(dataset.spec, other)
     numeric = [c for c in dataset.spec.modelled_columns if isinstance(c, NumericColumn)]
     categorical = [c for c in dataset.spec.modelled_columns if isinstance(c, CategoricalColumn)]
     rows = []

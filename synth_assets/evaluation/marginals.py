@@ -4,7 +4,9 @@ Bins are public: a categorical column's bins are its categories; a numeric colum
 ``bins``) equal-width bins over its public [min, max] on its declared scale (linear, or log1p(x - min) for log scale), then
 one bin for each of its point masses (public values many entities have exactly: by default 0 for a
 log-scale count or amount), which the interval bins then leave out; a nullable column has one more bin,
-last, for null. Nothing is fitted on data.
+last, for null. A date (timestamp) column is binned as the integer column of its days (seconds) since
+1970-01-01 over its public bounds, and its bins are labelled by the dates they hold. Nothing is fitted on
+data.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
+from synth_assets.datasets.spec import CategoricalColumn, DateColumn, NumericColumn
+from synth_assets.datasets.temporal import as_numbers
 
 NUMERIC_BINS = 10
 """Interval bins of a numeric column unless its spec sets ``bins``."""
@@ -48,24 +51,35 @@ def bin_labels(column: CategoricalColumn | NumericColumn) -> list[str]:
     """A readable label per public bin of a column, in code order."""
     if isinstance(column, CategoricalColumn):
         labels = list(column.categories)
+    elif isinstance(column, DateColumn):  # the first and last day (second) each bin holds
+        labels = [f"(no {column.unit})" if lo > hi else column.label(lo) if lo == hi
+                  else f"{column.label(lo)} to {column.label(hi)}" for lo, hi in _integer_bounds(column)]
+        labels += [f"= {column.label(v)}" for v in column.special_values]
     else:
-        edges = bin_edges(column)
-        if column.type == "integer":  # the integers each bin [a, b) holds
-            bounds = [[math.ceil(a - _EDGE_TOLERANCE), math.ceil(b - _EDGE_TOLERANCE) - 1]
-                      for a, b in zip(edges[:-1], edges[1:])]
-            bounds[-1][1] = math.floor(edges[-1])  # the last bin holds its upper bound
-            masses = set(column.special_values)  # point masses have bins of their own
-            for bound in bounds:
-                while bound[0] in masses and bound[0] <= bound[1]:
-                    bound[0] += 1
-                while bound[1] in masses and bound[0] <= bound[1]:
-                    bound[1] -= 1
+        if column.type == "integer":
             labels = ["(no integer)" if lo > hi else _number(lo) if lo == hi else f"{_number(lo)}-{_number(hi)}"
-                      for lo, hi in bounds]
+                      for lo, hi in _integer_bounds(column)]
         else:
+            edges = bin_edges(column)
             labels = [f"{_number(a)}-{_number(b)}" for a, b in zip(edges[:-1], edges[1:])]
         labels += [f"= {_number(v)}" for v in column.special_values]
     return labels + (["null"] if column.nullable else [])
+
+
+def _integer_bounds(column: NumericColumn) -> list[list[int]]:
+    """The smallest and largest integer each interval bin [a, b) of an integer column holds, point
+    masses left out (they have bins of their own); lo > hi for a bin that holds none."""
+    edges = bin_edges(column)
+    bounds = [[math.ceil(a - _EDGE_TOLERANCE), math.ceil(b - _EDGE_TOLERANCE) - 1]
+              for a, b in zip(edges[:-1], edges[1:])]
+    bounds[-1][1] = math.floor(edges[-1])  # the last bin holds its upper bound
+    masses = set(column.special_values)
+    for bound in bounds:
+        while bound[0] in masses and bound[0] <= bound[1]:
+            bound[0] += 1
+        while bound[1] in masses and bound[0] <= bound[1]:
+            bound[1] -= 1
+    return bounds
 
 
 def _number(value: float) -> str:
@@ -83,10 +97,16 @@ _POINT_TOLERANCE = 1e-9
 def bin_table(dataset: Dataset, frame: pl.DataFrame) -> BinnedTable:
     """Bin every modelled column of a wide (or synthetic wide) frame on the public bins."""
     columns = dataset.spec.modelled_columns
+    frame = as_numbers(dataset.spec, frame)
     codes = np.empty((frame.height, len(columns)), dtype=np.int32)
     for j, column in enumerate(columns):
         series = frame[column.wide_name]
         null_code = column_bins(column) - 1
+        if not column.nullable and series.null_count():
+            raise ValueError(
+                f"column {column.wide_name!r} is not nullable but {series.null_count()} rows are null: it "
+                "has no null bin (set nullable: true in the spec, or fix the reporting SQL)"
+            )
         if isinstance(column, CategoricalColumn):
             mapping = {c: i for i, c in enumerate(column.categories)}
             values = series.cast(pl.Utf8).to_list()

@@ -19,6 +19,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, Target
+from synth_assets.datasets.temporal import as_numbers
 
 MAX_TRAINING_ROWS = 5_000
 """Rows each model is trained on at most (a seeded sample), so that the suite stays fast."""
@@ -150,6 +151,7 @@ def ml_utility(dataset: Dataset, training: pl.DataFrame, holdout: pl.DataFrame, 
     """One entry per declared target and model: TSTR and TRTR scores on the holdout and their ratios.
     An empty list when the spec declares no target; 'not available' without a holdout."""
     results = []
+    training, holdout, synthetic = (as_numbers(dataset.spec, f) for f in (training, holdout, synthetic))
     for target in dataset.spec.evaluation.targets:
         if holdout.height == 0:
             results.append({"target": target.column, "task": target.task, "verdict": "not available",

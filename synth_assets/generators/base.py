@@ -29,6 +29,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from synth_assets.datasets.loading import Dataset
+from synth_assets.datasets.temporal import as_dates
 from synth_assets.privacy.accounting import Composition, compose_releases, em_rho, gaussian_rho
 
 Log = Callable[[str], None]
@@ -194,7 +195,10 @@ def entity_rows(dataset: Dataset, training_estimate: float) -> int:
 
 
 def as_wide_table(dataset: Dataset, rows: pl.DataFrame, prefix: str) -> pl.DataFrame:
-    """Synthetic modelled columns with fresh keys, in the wide table's column order."""
+    """Synthetic modelled columns with fresh keys, in the wide table's column order; the numbers a
+    generator drew for a date or timestamp column become dates (:func:`synth_assets.datasets.temporal.
+    as_dates`)."""
+    rows = as_dates(dataset.spec, rows)
     return rows.with_columns(synthetic_keys(dataset, rows.height, prefix)).select(
         [c.wide_name for c in dataset.spec.wide_table.columns]
     )

@@ -52,6 +52,7 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset
 from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
+from synth_assets.datasets.temporal import as_numbers
 from synth_assets.sql import referenced_columns, referenced_tables
 
 __all__ = [
@@ -187,6 +188,7 @@ class Encoder:
                 f"{self.dataset_name!r}"
             )
         n = frame.height
+        frame = as_numbers(self.columns, frame)
         numeric = np.empty((n, len(self.numeric_columns)), dtype=np.float32)
         for k, name in enumerate(self.numeric_columns):
             column = self._column(name)

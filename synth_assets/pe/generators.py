@@ -58,6 +58,7 @@ from synth_assets.datasets.spec import (
     IdentifierColumn,
     NumericColumn,
 )
+from synth_assets.datasets.temporal import as_numbers
 from synth_assets.pe.encoding import encode_categorical, from_unit, to_unit
 
 __all__ = [
@@ -402,6 +403,7 @@ def validate_candidates(
     Counts are cells (``wrong_columns``: columns). Columns that are missing are not checked further.
     """
     spec = dataset.spec
+    frame = as_numbers(spec, frame)
     counts = dict.fromkeys(VIOLATION_REASONS, 0)
     expected = {c.wide_name for c in spec.modelled_columns}
     accepted = set(expected)

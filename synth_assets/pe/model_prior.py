@@ -20,6 +20,7 @@ import polars as pl
 from mbi import CliqueVector, Domain, Factor, MarkovRandomField
 
 from synth_assets.datasets.loading import Dataset
+from synth_assets.datasets.temporal import as_numbers
 from synth_assets.evaluation.marginals import bin_table, values_from_bins
 from synth_assets.generators.graphical.domain import Compression, PublicDomain, to_wide_table
 from synth_assets.generators.graphical.model import GraphicalModel, sample_codes
@@ -121,7 +122,7 @@ class ModelPriorGenerator:
         codes = sample_codes(m.model, n, seed, m.sampler)
         frame = to_wide_table(self.dataset, m.domain, codes, m.compression,
                               np.random.default_rng([seed, 0x7A1E]), "candidate")
-        return frame.select(list(self.schema))
+        return as_numbers(self.dataset.spec, frame.select(list(self.schema)))
 
     def codes(self, frame: pl.DataFrame) -> np.ndarray:
         """Model codes (rows x columns, in the model's column order) of candidate rows."""

@@ -14,10 +14,13 @@ import polars as pl
 
 from synth_assets.datasets.loading import Dataset, DatasetError, SharedView
 from synth_assets.datasets.spec import (
+    SPEC_FILENAME,
     CategoricalColumn,
+    DateColumn,
     IdentifierColumn,
     NumericColumn,
 )
+from synth_assets.datasets.temporal import as_dates, as_numbers, to_temporal
 from synth_assets.sql import fetch_polars, quote_identifier, referenced_tables, run_sql
 
 _POLARS_TYPE = {"integer": pl.Int64, "float": pl.Float64}
@@ -34,12 +37,22 @@ def slice_entities(frame: pl.DataFrame, column: str, fraction: float) -> pl.Data
 
 
 def _conform_reporting_types(dataset: Dataset, table: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """Cast the columns the spec describes to their declared types (integer, float, text)."""
+    """Cast the columns the spec describes to their declared types (integer, float, text, date,
+    timestamp)."""
     casts = []
     for column in dataset.spec.columns_of(table):
         if column.column not in frame.columns:
             continue  # reported by check_reporting_table
-        if isinstance(column, NumericColumn):
+        if isinstance(column, DateColumn):
+            where = (
+                f"{dataset.directory / dataset.spec.reporting_tables[table].sql}: reporting table "
+                f"{table!r}, wide_table column {column.wide_name!r} (role: {column.role})"
+            )
+            try:
+                casts.append(to_temporal(column, frame[column.column], where))
+            except ValueError as exc:
+                raise DatasetError(str(exc)) from exc
+        elif isinstance(column, NumericColumn):
             casts.append(pl.col(column.column).cast(_POLARS_TYPE[column.type], strict=False))
         elif isinstance(column, CategoricalColumn):
             casts.append(pl.col(column.column).cast(pl.Utf8))
@@ -229,7 +242,9 @@ def conform_to_domain(
         if isinstance(column, IdentifierColumn):
             expressions.append(pl.col(name).cast(pl.Utf8))
             continue
-        if isinstance(column, CategoricalColumn):
+        if isinstance(column, DateColumn):
+            expressions.append(_conform_dates(dataset, column, wide[name], report))
+        elif isinstance(column, CategoricalColumn):
             values = values.cast(pl.Utf8)
             unseen = values.is_not_null() & ~values.is_in(column.categories)
             count = int(unseen.sum())
@@ -271,13 +286,59 @@ def conform_to_domain(
             else:
                 expressions.append(pl.col(name).cast(dtype))
         if not column.nullable:
-            nulls = wide[name].null_count()
-            if nulls:
-                raise DatasetError(
-                    f"wide_table column {name!r} ({column.source}): {nulls} rows are null but the "
-                    f"column is not nullable; set nullable: true or fix the reporting SQL"
-                )
+            _refuse_nulls(dataset, column, wide[name])
     return wide.with_columns(expressions)
+
+
+def _refuse_nulls(dataset: Dataset, column: DateColumn | NumericColumn | CategoricalColumn,
+                  values: pl.Series) -> None:
+    """Stop at the first null of a column that is not nullable: nothing is released from such a table."""
+    nulls = values.null_count()
+    if not nulls:
+        return
+    spec = dataset.spec
+    reporting = spec.reporting_tables.get(column.table)
+    sql = f" ({reporting.sql})" if reporting is not None else ""
+    absent = ""
+    if column.table != spec.entity.population:
+        absent = (
+            f" (an entity with no row in {column.table!r} is null in every column taken from it: "
+            "such a column is nullable)"
+        )
+    raise DatasetError(
+        f"{dataset.directory / SPEC_FILENAME}: wide_table column {column.wide_name!r} ({column.source}), "
+        f"from reporting table {column.table!r}{sql}: {nulls} rows are null but the column is not "
+        f"nullable{absent}; set nullable: true on the column, or fix the SQL so that it gives every "
+        f"entity a value"
+    )
+
+
+def _conform_dates(
+    dataset: Dataset, column: DateColumn, values: pl.Series, report: WideTableReport
+) -> pl.Expr:
+    """A date or timestamp column as its declared type, clipped to its public bounds (or refused)."""
+    name = column.wide_name
+    where = f"{dataset.directory / SPEC_FILENAME}: wide_table column {name!r} ({column.source})"
+    try:
+        dated = to_temporal(column, values, where)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
+    frame = pl.DataFrame([dated])
+    numbers = as_numbers(dataset.spec, frame)[name]
+    outside = (numbers < column.min) | (numbers > column.max)
+    count = int(outside.sum())
+    if not count:
+        return pl.lit(dated).alias(name)
+    if column.out_of_bounds == "error":
+        example = dated.filter(outside)[0]
+        raise DatasetError(
+            f"{where}: {count} values fall outside [{column.label(column.min)}, "
+            f"{column.label(column.max)}], e.g. {example}; widen the public bounds or set "
+            f"out_of_bounds: clip"
+        )
+    report.clipped[name] = count
+    clipped = numbers.clip(int(column.min), int(column.max))
+    return pl.lit(as_dates(dataset.spec, pl.DataFrame([clipped]))[name]).alias(name)
 
 
 @dataclass

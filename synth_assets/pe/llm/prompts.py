@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import date, datetime
 
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.datasets.spec import CategoricalColumn, NumericColumn
+from synth_assets.datasets.spec import CategoricalColumn, DateColumn, NumericColumn
+from synth_assets.datasets.temporal import as_dates
 from synth_assets.pe.llm.schema import PARENT_FIELD, RECORDS_FIELD, schema_text
 
 __all__ = ["PROMPT_VERSION", "random_messages", "render_records", "variation_messages"]
@@ -35,6 +37,10 @@ def _column_line(dataset: Dataset, column: CategoricalColumn | NumericColumn) ->
     spec = dataset.spec
     if isinstance(column, CategoricalColumn):
         domain = "one of " + ", ".join(json.dumps(c, ensure_ascii=False) for c in column.categories)
+    elif isinstance(column, DateColumn):
+        low, high = (column.value(v).isoformat() for v in (column.min, column.max))
+        form = "YYYY-MM-DD" if column.role == "date" else "YYYY-MM-DDTHH:MM:SS"
+        domain = f"{'date' if column.role == 'date' else 'date and time'} ({form}) from {low} to {high}"
     else:
         domain = f"{column.type} from {_number(column.min, column.type)} to {_number(column.max, column.type)}"
         if column.scale == "log":
@@ -121,8 +127,9 @@ def render_records(dataset: Dataset, selected: pl.DataFrame) -> list[str]:
     """One JSON object per selected record, in wide-table column order."""
     names = [c.wide_name for c in dataset.spec.modelled_columns]
     lines = []
-    for row in selected.select(names).iter_rows(named=True):
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    for row in as_dates(dataset.spec, selected.select(names)).iter_rows(named=True):
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v.isoformat()
+                     if isinstance(v, (date, datetime)) else v) for k, v in row.items()}
         lines.append(json.dumps(clean, ensure_ascii=False))
     return lines
 

@@ -24,13 +24,15 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from synth_assets.datasets.loading import Dataset
-from synth_assets.datasets.spec import CategoricalColumn
+from synth_assets.datasets.spec import CategoricalColumn, DateColumn, temporal_number
+from synth_assets.datasets.temporal import date_columns
 from synth_assets.pe.generators import candidate_schema, validate_candidates
 
 __all__ = [
@@ -79,6 +81,11 @@ def record_model(dataset: Dataset, *, parents: int | None = None) -> type[BaseMo
     for index, column in enumerate(dataset.spec.modelled_columns):
         if isinstance(column, CategoricalColumn):
             base: Any = Literal[tuple(column.categories)]  # type: ignore[valid-type]
+        elif isinstance(column, DateColumn):
+            base = Annotated[
+                date if column.role == "date" else datetime,
+                Field(ge=column.value(column.min), le=column.value(column.max)),
+            ]
         else:
             python_type = int if column.type == "integer" else float
             base = Annotated[
@@ -262,13 +269,26 @@ def parse_response(
     return result
 
 
+def _whole_second(value: date | datetime) -> date | datetime:
+    return value.replace(microsecond=0) if isinstance(value, datetime) else value
+
+
 def records_to_frame(dataset: Dataset, records: list[dict]) -> tuple[pl.DataFrame, Counter, list[int]]:
     """Candidate frame (modelled columns, candidate dtypes) from validated records, checked once more
     with ``validate_candidates``; rows it objects to are dropped and counted. Also returns the indices
     of the records kept."""
     schema = candidate_schema(dataset)
     names = list(schema)
-    rows = [[record.get(name) for name in names] for record in records]
+    dated = {c.wide_name: c.role for c in date_columns(dataset.spec)}
+    rows = [
+        [
+            temporal_number(_whole_second(record[name]), dated[name])
+            if name in dated and isinstance(record.get(name), (date, datetime))
+            else record.get(name)
+            for name in names
+        ]
+        for record in records
+    ]
     frame = pl.DataFrame(rows, schema=schema, orient="row")
     rejected: Counter = Counter()
     keep = list(range(frame.height))
