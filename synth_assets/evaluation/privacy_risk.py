@@ -11,6 +11,9 @@ exactly by the project's nearest-neighbour kernel.
   beside the same share against the holdout.
 - **DCR**: the share of synthetic rows closer to their nearest training row than to their nearest holdout
   row (ties count half); 0.5 when the generator learnt nothing about individuals. One-sided binomial test.
+  Read as a test telling a training row from a holdout row, its share is bounded under DP
+  (:func:`dp_pair_accuracy_bound`): a significant excess within that bound is amber (the table is
+  measurably closer to its training rows, as epsilon allows), beyond it red.
 - **Membership inference** (no-box, calibrated): a target's score is d(target, reference) -
   d(target, synthetic), where the reference is a part of the holdout used as no target; members are
   training rows, non-members the other holdout rows. AUC with a bootstrap interval, TPR at 1% and 10% FPR.
@@ -59,6 +62,32 @@ def dp_auc_bound(epsilon: float, delta: float) -> float:
     knee = (1.0 - delta) / (1.0 + e)  # where the two lines meet
     points = np.unique(np.clip([0.0, (1.0 - delta) / e, knee, 1.0 - delta, 1.0], 0.0, 1.0))
     return float(np.trapezoid(dp_tpr_bound(points, epsilon, delta), points))
+
+
+def dp_pair_accuracy_bound(epsilon: float, delta: float) -> float:
+    """The largest probability that any test tells, of two entities one of which was in the input of an
+    (epsilon, delta)-DP mechanism (neighbours: one entity added or removed), which one it was. Swapping
+    them is two such steps, so the test faces (2 epsilon, (1 + e^epsilon) delta)-DP (group privacy), and
+    its accuracy is at most (TPR + 1 - FPR) / 2 at the knee of :func:`dp_tpr_bound`."""
+    pair_epsilon = 2.0 * min(epsilon, 350.0)
+    pair_delta = min((1.0 + math.exp(min(epsilon, 350.0))) * delta, 1.0)
+    e = math.exp(pair_epsilon)
+    knee = (1.0 - pair_delta) / (1.0 + e)
+    return float(min(1.0, (float(dp_tpr_bound(knee, pair_epsilon, pair_delta)) + 1.0 - knee) / 2.0))
+
+
+def dcr_verdict(share: float, p_value: float, decided: int, epsilon: float | None,
+                delta: float | None) -> dict:
+    """The DCR's verdict: red when its share is beyond what the guarantee allows (its lower 99.9% bound
+    above :func:`dp_pair_accuracy_bound`), or, for a table without a guarantee, clearly above 0.5;
+    amber for a significant excess within the bound; else green. With ``dp_ceiling`` when there is one."""
+    clear = p_value < 0.001 and share > 0.52
+    excess = clear or (p_value < 0.01 and share > 0.51)
+    if epsilon is None:
+        return {"verdict": RED if clear else AMBER if excess else GREEN}
+    ceiling = dp_pair_accuracy_bound(epsilon, delta or 0.0)
+    low = share - 3.09 * math.sqrt(max(share * (1 - share), 1e-12) / max(decided, 1))
+    return {"verdict": RED if low > ceiling else AMBER if excess else GREEN, "dp_ceiling": ceiling}
 
 
 def _nearest_distance(queries: EncodedTable, rows: EncodedTable, weights: np.ndarray) -> np.ndarray:
@@ -192,7 +221,7 @@ def privacy_risk(
     dcr = {"share_closer_to_training": share, "p_value": p_value, "rows": synthetic.height,
            "ties": float(np.mean(~decided)),
            "histogram": _dcr_histogram(to_train, to_hold)}
-    dcr["verdict"] = RED if (p_value < 0.001 and share > 0.52) else AMBER if (p_value < 0.01 and share > 0.51) else GREEN
+    dcr.update(dcr_verdict(share, p_value, int(decided.sum()), epsilon, delta))
 
     membership = _membership(enc_train, enc_hold, enc_syn, weights, rng, bootstrap)
     audit = _audit(membership, epsilon, delta)

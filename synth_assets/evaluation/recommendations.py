@@ -28,14 +28,22 @@ def _privacy(report: dict) -> list[str]:
         copies = privacy["exact_copies"]
         leaks.append(f"{_percent(copies['training_share'])} of the synthetic rows copy a training row "
                      f"({_percent(copies['holdout_share'])} match a holdout row)")
-    if privacy["dcr"]["verdict"] == RED:
-        leaks.append(f"{_percent(privacy['dcr']['share_closer_to_training'])} of the synthetic rows are closer to "
-                     f"a training row than to a holdout row (0.5 is chance)")
+    dcr = privacy["dcr"]
+    if dcr["verdict"] == RED:
+        leaks.append(f"{_percent(dcr['share_closer_to_training'])} of the synthetic rows are closer to "
+                     f"a training row than to a holdout row (0.5 is chance"
+                     + (f"; epsilon {epsilon:g} allows at most {_percent(dcr['dp_ceiling'])})" if "dp_ceiling" in dcr
+                        else ")"))
+
     if privacy["membership_inference"]["verdict"] == RED and privacy["dp_audit"]["verdict"] != RED:
         leaks.append(f"a membership attack reaches AUC {privacy['membership_inference']['auc']:.3f}")
     if leaks:
         cure = ("lower epsilon" if epsilon is not None else "use a DP generator: this table claims no guarantee")
         advice.append("Do not release: " + "; ".join(leaks) + f". The table remembers individuals: {cure}.")
+    if dcr["verdict"] == AMBER and "dp_ceiling" in dcr:
+        advice.append(f"{_percent(dcr['share_closer_to_training'])} of the synthetic rows are closer to a training row "
+                      f"than to a holdout row (0.5 is chance): measurably, but within the {_percent(dcr['dp_ceiling'])} "
+                      f"epsilon {epsilon:g} allows. Lower epsilon if that is too close.")
     attacks = privacy.get("attacks") or {}
     for name, entries in attacks.items():
         for entry in entries if isinstance(entries, list) else [entries]:

@@ -18,10 +18,13 @@ from synth_assets.datasets.loading import load_dataset
 from synth_assets.datasets.spec import NumericColumn
 from synth_assets.evaluation.attacks import risk as attack_risk
 from synth_assets.evaluation.privacy_risk import (
+    AMBER,
     GREEN,
     RED,
     dcr_share,
+    dcr_verdict,
     dp_auc_bound,
+    dp_pair_accuracy_bound,
     dp_tpr_bound,
     exact_copy_share,
     privacy_risk,
@@ -145,7 +148,10 @@ def test_a_copy_of_the_training_rows_is_red_everywhere_and_trips_the_dp_audit(pl
     # a quarter of the copies meet the training rows compared (as many as the holdout's), none the holdout
     assert risk["exact_copies"]["verdict"] == RED
     assert risk["exact_copies"]["training_share"] > 0.2 > 0.01 > risk["exact_copies"]["holdout_share"]
-    assert risk["dcr"]["verdict"] == RED and risk["dcr"]["p_value"] < 1e-10
+    # a quarter of the rows are at distance 0 from the training rows compared: far from chance, yet within
+    # what a swap of one entity allows at epsilon 1; the copies, the attack and the audit say it
+    assert risk["dcr"]["p_value"] < 1e-10 and risk["dcr"]["share_closer_to_training"] > 0.6
+    assert risk["dcr"]["verdict"] == AMBER and risk["dcr"]["share_closer_to_training"] < risk["dcr"]["dp_ceiling"]
     assert risk["membership_inference"]["auc"] > 0.85
     assert risk["dp_audit"]["verdict"] == RED and "broken" in risk["dp_audit"]["finding"]
     (salary,) = risk["attacks"]["attribute_inference"]  # the spec's sensitive column
@@ -168,7 +174,7 @@ def test_training_rows_with_small_noise_are_red_too(players):
             jitter.append(jittered.alias(column.wide_name))
     noisy = training.with_columns(jitter)
     risk = privacy_risk(dataset, training, holdout, noisy, epsilon=1.0, delta=DELTA).to_dict()
-    assert risk["dcr"]["verdict"] == RED
+    assert risk["dcr"]["verdict"] != GREEN
     assert risk["membership_inference"]["verdict"] == RED
     assert risk["dp_audit"]["verdict"] == RED
 
@@ -194,3 +200,18 @@ def test_without_a_holdout_every_privacy_metric_says_not_available(halves, tmp_p
     assert report.fidelity["verdict"] == "not available"
     page = report.to_html(tmp_path / "report.html").read_text()
     assert "not available" in page and "<table>" in page
+
+
+def test_the_dcr_is_judged_against_what_the_guarantee_allows() -> None:
+    # no test tells a training row from a holdout row better than the swap's group-privacy bound allows
+    assert dp_pair_accuracy_bound(1.0, 0.0) == pytest.approx(math.exp(2) / (1 + math.exp(2)))
+    assert dp_pair_accuracy_bound(1e-9, 0.0) == pytest.approx(0.5)
+    assert 0.5 < dp_pair_accuracy_bound(0.1, 1e-6) < dp_pair_accuracy_bound(0.5, 1e-6) < dp_pair_accuracy_bound(1, 1e-6)
+    assert dp_pair_accuracy_bound(0.1, 1e-6) > dp_pair_accuracy_bound(0.1, 0.0)
+    # 2,000 decided rows at a share of 0.57: a clear excess, which (1, 1e-6)-DP allows; beyond epsilon
+    # 0.05's ceiling of 0.525 by more than its sampling error
+    assert dcr_verdict(0.57, 1e-9, 2000, 1.0, 1e-6) == {"verdict": AMBER, "dp_ceiling": pytest.approx(0.8808, abs=1e-3)}
+    assert dcr_verdict(0.57, 1e-9, 2000, 0.05, 1e-6)["verdict"] == RED
+    assert dcr_verdict(0.95, 1e-30, 2000, 1.0, 1e-6)["verdict"] == RED  # a copy is beyond any epsilon 1
+    assert dcr_verdict(0.57, 1e-9, 2000, None, None) == {"verdict": RED}  # no guarantee to lean on
+    assert dcr_verdict(0.505, 0.3, 2000, 1.0, 1e-6)["verdict"] == GREEN
