@@ -1,13 +1,15 @@
 """The real Dagster UI, driven by headless Chromium.
 
-The test starts ``dagster dev`` (webserver and daemon) on loopback with a fresh DAGSTER_HOME over the
-tiny dataset, after the real half was materialized by ``synth-assets real``. In the browser it opens the
-asset graph of the synthetic group, launches the materialization of epsilon partition 1 of the
-``epsilon_grid`` job from that job's asset graph (Materialize all -> run config in the config editor ->
-partition 1 -> Launch 1 run), finds the run in the runs list and follows it on its page until it shows
-Success. The Dagster instance and the DuckDB warehouse then
-confirm that partition 1, and only it, was materialized, and the evaluation's HTML report of each
-synthetic table opens in the browser. The server is stopped by its process id.
+The test starts ``dagster dev`` (webserver and daemon) on loopback with a fresh DAGSTER_HOME over a
+deployment of two datasets (the tiny ``devices`` and a copy named ``shop``), one code location each,
+after ``synth-assets run`` materialized the real half of ``devices`` and an epsilon off its grid (3,
+the reference only). In the browser it checks that both locations are loaded, that the Partitions view
+of the reference shows the grid's epsilons and the off-grid one (materialized), opens the asset graph of
+the synthetic group, launches the materialization of epsilon partition 1 of the ``epsilon_grid`` job
+from that job's asset graph (Materialize all -> run config in the config editor -> partition 1 -> Launch
+1 run), finds the run in the runs list and follows it on its page until it shows Success. The Dagster
+instance and the DuckDB warehouse then confirm what was materialized, and the evaluation's HTML report
+of each synthetic table opens in the browser. The server is stopped by its process id.
 
 Needs Debian's Chromium (/usr/bin/chromium, installed by .ci/install-browser) and the Python package
 playwright (its bundled driver only: no browser download). Screenshots of every step are written to the
@@ -49,6 +51,9 @@ SERVER_START_TIMEOUT = 180  # s until /server_info answers and the code location
 RUN_TIMEOUT = 300  # s for the launched run to finish
 PARTITION = "1"  # one epsilon of the tiny dataset's grid [1, 4]
 OTHER_PARTITION = "4"
+OFF_GRID = "3"  # run by the command before the server starts
+LOCATION = "devices"
+OTHER_LOCATION = "shop"
 # Typed into the launch dialog's config editor: a smaller PE run, and proof that UI config reaches it.
 POOL_SIZE = 500
 RUN_CONFIG = f"resources: {{pe: {{config: {{pool_size: {POOL_SIZE}, reference_points: 5000}}}}}}\n"
@@ -209,24 +214,30 @@ class DagsterServer:
 
 @pytest.fixture
 def dagster_server(sync_api, tiny_dataset_dir: Path, tmp_path: Path) -> Iterator[DagsterServer]:
-    """``dagster dev`` on a free loopback port over the tiny dataset, with its real half materialized."""
+    """``dagster dev`` on a free loopback port over two datasets, one code location each; the first
+    with its real half and an off-grid epsilon materialized by the command."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     warehouse = tmp_path / "warehouse"
+    shop = tmp_path / "shop"
+    shutil.copytree(tiny_dataset_dir, shop)
+    spec = shop / "dataset.yaml"
+    spec.write_text(spec.read_text().replace(f"name: {LOCATION}\n", f"name: {OTHER_LOCATION}\n", 1))
+    deployment = tmp_path / "datasets.yaml"
+    deployment.write_text(f"datasets:\n  {LOCATION}: {tiny_dataset_dir}\n  {OTHER_LOCATION}: {shop}\n")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "SYNTH_ASSETS_DATASET": str(tiny_dataset_dir),
+        "SYNTH_ASSETS_DATASETS": str(deployment),
         "SYNTH_ASSETS_WAREHOUSE": str(warehouse),
         "PYTHONUNBUFFERED": "1",
     }
-    # The single-dataset location (the repository's workspace.yaml has one location per datasets.yaml entry).
     workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n"
-        "  - python_module: {module_name: synth_assets.definitions, location_name: synth_assets}\n"
-    )
+    workspace.write_text("load_from:\n" + "".join(
+        f"  - python_module: {{module_name: synth_assets.locations, attribute: {name}, location_name: {name}}}\n"
+        for name in (LOCATION, OTHER_LOCATION)
+    ))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "dagster_dev.log"
@@ -240,12 +251,14 @@ def dagster_server(sync_api, tiny_dataset_dir: Path, tmp_path: Path) -> Iterator
             preexec_fn=_default_signals,  # Ctrl-C stops it even when the tests run in the background
         )
     try:
-        # The real half, into the same instance and warehouse, while the server starts.
-        real = subprocess.run(
-            [sys.executable, "-m", "synth_assets.cli", "real", "--dataset", str(tiny_dataset_dir)],
+        # The real half and an epsilon off the grid, into the same instance and warehouse, while the
+        # server starts: the reference alone, without the evaluation, is enough to be seen.
+        ran = subprocess.run(
+            [sys.executable, "-m", "synth_assets.cli", "run", "--dataset", str(tiny_dataset_dir),
+             "--epsilon", OFF_GRID, "--generator", "independent_marginals", "--no-evaluation"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
         )
-        assert real.returncode == 0, f"synth-assets real failed:\n{real.stdout}\n{real.stderr}"
+        assert ran.returncode == 0, f"synth-assets run failed:\n{ran.stdout}\n{ran.stderr}"
         _wait_until_ready(url, process, log)
         yield DagsterServer(url=url, home=home, warehouse=warehouse, process=process, log=log)
     finally:
@@ -311,6 +324,8 @@ def test_materialize_one_epsilon_partition_from_the_ui(
     dagster_server: DagsterServer, browser: Browser, sync_api
 ) -> None:
     with browser.screenshot_on_failure():
+        _see_both_datasets_and_the_off_grid_epsilon(dagster_server, browser, sync_api.expect)
+    with browser.screenshot_on_failure():
         run_id = _materialize_partition_in_the_ui(dagster_server, browser, sync_api.expect)
     _assert_partition_materialized(dagster_server, run_id)
     with browser.screenshot_on_failure():
@@ -330,12 +345,32 @@ def _open_the_evaluation_reports(server: DagsterServer, browser: Browser, expect
         browser.shot(f"10-report-{report.stem}")
 
 
+def _see_both_datasets_and_the_off_grid_epsilon(server: DagsterServer, browser: Browser, expect) -> None:
+    """Both datasets are code locations; the reference's Partitions view lists the grid's epsilons and
+    the one the command ran off the grid, that one materialized."""
+    page = browser.page
+    page.goto(f"{server.url}/deployment/locations")
+    expect(page.get_by_text("2 code locations", exact=True)).to_be_visible(timeout=60_000)
+    for name in (LOCATION, OTHER_LOCATION):
+        # a link named by its text twice (its label and the truncation's measure)
+        expect(page.get_by_role("link", name=f"{name} {name}", exact=True)).to_be_visible()
+    browser.shot("00-two-code-locations")
+
+    page.goto(f"{server.url}/assets/{LOCATION}/reference/independent_marginals?view=partitions")
+    expect(page.get_by_text("3 Partitions Selected", exact=True)).to_be_visible(timeout=60_000)
+    for key in (PARTITION, OFF_GRID, OTHER_PARTITION):
+        expect(page.get_by_text(key, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Materialized (1)", exact=True)).to_be_visible()  # the off-grid one
+    expect(page.get_by_text("Missing (2)", exact=True)).to_be_visible()
+    browser.shot("00-partitions-with-the-off-grid-epsilon")
+
+
 def _materialize_partition_in_the_ui(server: DagsterServer, browser: Browser, expect) -> str:
     """Drive the UI from the asset graph to a successful run of one partition; return the run's id."""
     page = browser.page
 
     # 1. The asset graph of the synthetic group shows the PE stages as nodes.
-    page.goto(f"{server.url}/locations/synth_assets/asset-groups/synthetic")
+    page.goto(f"{server.url}/locations/{LOCATION}/asset-groups/synthetic")
     for name in ("dp_prior", "candidate_pool", "dp_histogram", "decomposed_tables"):
         expect(page.get_by_text(name, exact=True)).to_be_visible(timeout=60_000)
     # Long names are shortened in the nodes ("select…_population").
@@ -344,8 +379,9 @@ def _materialize_partition_in_the_ui(server: DagsterServer, browser: Browser, ex
     browser.shot("01-synthetic-asset-graph")
 
     # 2. The epsilon_grid job's asset graph: the partitioned assets (synthetic, reference, scores).
-    page.goto(f"{server.url}/locations/synth_assets/jobs/epsilon_grid")
+    page.goto(f"{server.url}/locations/{LOCATION}/jobs/epsilon_grid")
     expect(page.get_by_text(re.compile(r"^View \d+ assets$"))).to_be_visible(timeout=60_000)
+    browser.shot("02-job-graph")
     page.get_by_role("button", name="Materialize all…").click()
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
     expect(dialog.get_by_text(re.compile(r"^Launch runs to materialize \d+ assets$"))).to_be_visible()
@@ -435,12 +471,17 @@ def _assert_partition_materialized(server: DagsterServer, run_id: str) -> None:
         assert run.job_name == EPSILON_GRID_JOB
         assert run.tags.get("dagster/partition") == PARTITION
         assert run.run_config["resources"]["pe"]["config"]["pool_size"] == POOL_SIZE
-        for key in (POPULATION_KEY, REFERENCE_KEY, SCORES_KEY, PRIVACY_RISK_KEY):
-            assert instance.get_materialized_partitions(key) == {PARTITION}, key
+        for key in (POPULATION_KEY, PRIVACY_RISK_KEY):
+            assert instance.get_materialized_partitions(key.with_prefix(LOCATION)) == {PARTITION}, key
+        for key in (REFERENCE_KEY, SCORES_KEY):  # the command's run off the grid, the reference alone
+            assert instance.get_materialized_partitions(key.with_prefix(LOCATION)) == {PARTITION, OFF_GRID}
+        assert sorted(instance.get_dynamic_partitions(f"{LOCATION}_epsilon")) == ["1", "3", "4"]
+        # the grid of the other dataset, made partitions by its sensor in the daemon
+        assert sorted(instance.get_dynamic_partitions(f"{OTHER_LOCATION}_epsilon")) == ["1", "4"]
     with duckdb.connect(str(server.warehouse / "devices.duckdb"), read_only=True) as connection:
         rows = connection.execute(
             "select __partition_key, generator, pass_rate from synthetic.benchmark_scores__summary"
         ).fetchall()
-    assert {r[0] for r in rows} == {PARTITION}
-    assert {r[1] for r in rows} == {"private_evolution", "independent_marginals"}
+    assert {(r[0], r[1]) for r in rows} == {
+        (PARTITION, "private_evolution"), (PARTITION, "independent_marginals"), (OFF_GRID, "independent_marginals")}
     assert all(0 <= r[2] <= 1 for r in rows)
