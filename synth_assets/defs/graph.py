@@ -20,7 +20,7 @@ from synth_assets.defs.synthetic.jobs import (
     build_resume_sensor,
     grid_job_assets,
 )
-from synth_assets.io_managers import DuckDBWarehouseIOManager
+from synth_assets.io_managers import warehouse_io_manager
 from synth_assets.pe.llm.resource import LLMResource
 from synth_assets.resources import DatasetResource, PrivateEvolutionResource
 from synth_assets.warehouse import warehouse_path
@@ -38,7 +38,7 @@ def build_resources(
     return {
         "dataset": DatasetResource(directory=str(dataset.directory), entity_fraction=entity_fraction),
         "duckdb": duckdb,
-        "io_manager": DuckDBWarehouseIOManager(duckdb=duckdb),
+        "io_manager": warehouse_io_manager(duckdb),
         "pe": pe or PrivateEvolutionResource(),
         "llm": llm or LLMResource.from_env(),
     }
