@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +56,7 @@ from synth_assets.pe.marginal_prior import prior_histogram_count, release_margin
 from synth_assets.pe.model_prior import ModelPrior
 from synth_assets.pe.nn import nearest_candidates
 from synth_assets.pe.priors import Prior, prior_from_frame
+from synth_assets.pe.sharded_vote import resolve_vote_scheduler, sharded_dp_nn_histogram
 from synth_assets.privacy.accounting import (
     calibrate_rho,
     epsilon_for_mu,
@@ -351,9 +353,16 @@ def run_rounds(
     *,
     store: CheckpointStore | None = None,
     log=None,
+    vote_scheduler: str | None = None,
 ) -> RoundsResult:
-    """Stage 3: T rounds of DP vote histogram, selection and variation; each round is checkpointed."""
+    """Stage 3: T rounds of DP vote histogram, selection and variation; each round is checkpointed.
+
+    ``vote_scheduler``: a Dask scheduler address to count the votes on, shard by shard
+    (synth_assets.pe.sharded_vote; the same release bit for bit); unset: $SYNTH_ASSETS_VOTE_SCHEDULER,
+    else the vote runs here.
+    """
     say = log or (lambda message: None)
+    scheduler = resolve_vote_scheduler(vote_scheduler)
     real_encoded = encoder.encode(real)
     h = config.threshold_sigmas * budget.sigma
     releases, resumed = [], 0
@@ -364,7 +373,8 @@ def run_rounds(
             candidates, noisy, release = stored
             resumed += 1
         else:
-            histogram, _private_votes = dp_nn_histogram(
+            vote = dp_nn_histogram if scheduler is None else partial(sharded_dp_nn_histogram, scheduler=scheduler)
+            histogram, _private_votes = vote(
                 real_encoded,
                 encoder.encode(candidates),
                 encoder.categorical_weights,

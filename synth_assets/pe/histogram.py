@@ -37,6 +37,32 @@ def noise_rng(seed: int, iteration: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, iteration, 0x5EED]))
 
 
+def exact_vote_counts(
+    real: EncodedTable, candidates: EncodedTable, categorical_weights: np.ndarray
+) -> np.ndarray:
+    """The exact (un-noised) votes: int64 counts per candidate, summing to the number of real records.
+
+    PRIVATE: these counts are what the noise protects. The local vote and every shard of the sharded
+    vote (synth_assets.pe.sharded_vote) count with this function.
+    """
+    nearest = nearest_candidates(
+        real.numeric, real.categorical, candidates.numeric, candidates.categorical, categorical_weights
+    )
+    return vote_histogram(nearest, candidates.rows)
+
+
+def _check_sigma(sigma: float) -> None:
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+
+
+def add_vote_noise(votes: np.ndarray, sigma: float, rng: np.random.Generator, *, seed: int) -> NoisyHistogram:
+    """The release: N(0, sigma^2) noise added once to every bin of the exact votes (L2 sensitivity 1)."""
+    _check_sigma(sigma)
+    noisy = votes + rng.normal(0.0, sigma, size=votes.size)
+    return NoisyHistogram(noisy=noisy, sigma=sigma, seed=seed)
+
+
 def dp_nn_histogram(
     real: EncodedTable,
     candidates: EncodedTable,
@@ -51,14 +77,9 @@ def dp_nn_histogram(
     Returns the release and the exact votes. The exact votes are PRIVATE: callers may use them only
     for diagnostics that stay with the data owner, never in a released value.
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    nearest = nearest_candidates(
-        real.numeric, real.categorical, candidates.numeric, candidates.categorical, categorical_weights
-    )
-    votes = vote_histogram(nearest, candidates.rows)
-    noisy = votes + rng.normal(0.0, sigma, size=votes.size)
-    return NoisyHistogram(noisy=noisy, sigma=sigma, seed=seed), votes
+    _check_sigma(sigma)
+    votes = exact_vote_counts(real, candidates, categorical_weights)
+    return add_vote_noise(votes, sigma, rng, seed=seed), votes
 
 
 def threshold(noisy: np.ndarray, h: float) -> np.ndarray:
