@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from synth_assets.benchmark.compare import compare
@@ -82,9 +83,26 @@ class EvaluationReport:
         return path
 
 
+EVALUATION_ROWS = 20_000
+"""Rows of each table (training, holdout, synthetic) the evaluation compares, at most: a seeded sample of a
+larger table, so that the evaluation's cost stops growing with the number of entities. Each is a random
+sample of its table, so every figure keeps its meaning; the report and the asset say when it sampled."""
+
+
+def evaluation_rows(frame: pl.DataFrame, seed: int = 0, rows: int | None = None) -> pl.DataFrame:
+    """``frame``, or a seeded sample of ``rows`` (default :data:`EVALUATION_ROWS`) of its rows in their
+    order when it is larger."""
+    rows = rows or EVALUATION_ROWS
+    if frame.height <= rows:
+        return frame
+    rng = np.random.default_rng(np.random.SeedSequence([seed, frame.height, 0xE7A1]))
+    return frame[np.sort(rng.choice(frame.height, size=rows, replace=False))]
+
+
 def holdout_fidelity(dataset: Dataset, training: pl.DataFrame, holdout: pl.DataFrame, *, seed: int = 0) -> dict:
     """The holdout's own fidelity to the training rows (what sampling noise alone costs): the same for
     every synthetic table of a dataset, so computed once and passed to :func:`evaluate`."""
+    training, holdout = evaluation_rows(training, seed), evaluation_rows(holdout, seed)
     if not holdout.height:
         return {"tvd": None, "detail": None}
     return {"tvd": mean_tvd(dataset, training, holdout, three_way=True),
@@ -169,12 +187,17 @@ def evaluate(
 
     gates = dataset.spec.evaluation.gates
     baseline = baseline or holdout_fidelity(dataset, training, holdout, seed=seed)
+    full = {"training": training.height, "holdout": holdout.height, "synthetic": synthetic.height}
+    workload_table = synthetic  # the workload's answers are of the whole table, as the analysts' are
+    training, holdout, synthetic = (evaluation_rows(f, seed) for f in (training, holdout, synthetic))
     fidelity = _fidelity(dataset, training, holdout, synthetic, baseline, gates, seed)
     risk = privacy_risk(dataset, training, holdout, synthetic, epsilon=epsilon, delta=delta, seed=seed)
     _gate_attacks(risk, gates)
-    rows = {"training": training.height, "holdout": holdout.height, "synthetic": synthetic.height}
+    rows = {**full, **{f"{name}_evaluated": frame.height for name, frame in
+                       (("training", training), ("holdout", holdout), ("synthetic", synthetic))
+                       if frame.height < full[name]}}
     report = EvaluationReport(dataset.name, generator, epsilon, delta, rows, fidelity, risk,
                               _utility(dataset, training, holdout, synthetic, gates, seed),
-                              _workload(dataset, answers, synthetic, gates), gates.model_dump(mode="json"))
+                              _workload(dataset, answers, workload_table, gates), gates.model_dump(mode="json"))
     report.recommendations = recommend(report.to_dict())
     return report

@@ -215,3 +215,21 @@ def test_the_dcr_is_judged_against_what_the_guarantee_allows() -> None:
     assert dcr_verdict(0.95, 1e-30, 2000, 1.0, 1e-6)["verdict"] == RED  # a copy is beyond any epsilon 1
     assert dcr_verdict(0.57, 1e-9, 2000, None, None) == {"verdict": RED}  # no guarantee to lean on
     assert dcr_verdict(0.505, 0.3, 2000, 1.0, 1e-6)["verdict"] == GREEN
+
+
+def test_a_large_table_is_evaluated_on_a_seeded_sample_and_says_so(halves, monkeypatch) -> None:
+    import synth_assets.evaluation.report as report_module
+
+    dataset, training, holdout = halves
+    cap = max(50, holdout.height // 2)
+    monkeypatch.setattr(report_module, "EVALUATION_ROWS", cap)
+    first = report_module.evaluation_rows(training, seed=3)
+    assert first.height == cap and first.equals(report_module.evaluation_rows(training, seed=3))
+    keys = dataset.spec.entity.key
+    assert first[keys].is_in(training[keys]).all() and first[keys].is_sorted() == training[keys].is_sorted()
+    assert report_module.evaluation_rows(training.head(cap - 1)).height == cap - 1  # small tables whole
+
+    report = report_module.evaluate(dataset, training, holdout, training, epsilon=None).to_dict()
+    assert report["rows"]["training"] == training.height and report["rows"]["training_evaluated"] == cap
+    assert report["rows"]["synthetic_evaluated"] == cap and report["rows"]["holdout_evaluated"] == cap
+    assert report["privacy"]["dcr"]["rows"] == cap  # the privacy figures are of the sample

@@ -21,6 +21,7 @@ from synth_assets.defs.synthetic.assets import (
 )
 from synth_assets.evaluation.pages import comparison_page
 from synth_assets.evaluation.recommendations import across_releases
+import synth_assets.evaluation.report as report_module
 from synth_assets.evaluation.report import evaluate, holdout_fidelity
 from synth_assets.io_managers import read_frame
 from synth_assets.privacy.releases import resolve_delta
@@ -88,12 +89,13 @@ def build_evaluation_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
     ) -> pl.DataFrame:
         epsilon = float(context.partition_key)
         delta = resolve_delta(dataset, pe.delta)
-        rows = []
+        rows, largest = [], 0
         baseline = holdout_fidelity(dataset, training, holdout)
         for name in configured:
             population = read_partition(duckdb, population_key(name), context.partition_key)
             if population is None:
                 continue
+            largest = max(largest, population.height)
             report = evaluate(dataset, training, holdout, population, epsilon=epsilon, delta=delta,
                               answers=answers, generator=name, baseline=baseline)
             path = report_path(dataset, context.partition_key, name)
@@ -133,6 +135,8 @@ def build_evaluation_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         advice = [f"- {r['generator']}: {line}" for r in rows for line in r["recommendations"].splitlines()]
         context.add_output_metadata({
             "epsilon": epsilon, "delta": delta, "training_rows": training.height, "holdout_rows": holdout.height,
+            "rows_compared_at_most": dg.MetadataValue.int(report_module.EVALUATION_ROWS),
+            "sampled": max(training.height, holdout.height, largest) > report_module.EVALUATION_ROWS,
             "evaluation": dg.MetadataValue.md("\n".join(table)),
             "recommendations": dg.MetadataValue.md("\n".join(advice) or "none"),
             **{f"{r['generator']}_report": dg.MetadataValue.path(r["report"]) for r in rows},
