@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from synth_assets.datasets.loading import Dataset, DatasetError
@@ -32,6 +33,7 @@ from synth_assets.defs.synthetic.assets import (
     generators_of_run,
 )
 from synth_assets.defs.synthetic.jobs import EPSILON_GRID_JOB, REAL_TABLES_JOB
+from synth_assets.io_managers import read_frame, read_frames
 from synth_assets.locations import definitions_for
 from synth_assets.privacy.ledger import PrivacyLedger
 from synth_assets.privacy.releases import check_settings, precheck_budget
@@ -70,10 +72,24 @@ def run_job(
     verbose: bool = False,
 ) -> dg.ExecuteInProcessResult:
     """Execute a named job of ``definitions`` in this process, as a run of that job on ``instance``
-    (what the UI shows), with the failure of a step raised as a :class:`PipelineError`."""
-    result = definitions.resolve_job_def(job_name).execute_in_process(
-        instance=instance, asset_selection=selection, partition_key=partition_key,
-        raise_on_error=False, run_config=console_logs(verbose),
+    (what the UI shows), with the failure of a step raised as a :class:`PipelineError`.
+
+    Unlike ``JobDefinition.execute_in_process``, the run keeps no step's output in memory (the result
+    has events, not values: read the tables from the warehouse), as a run launched from the UI does: with
+    a million entities the outputs it would keep come to gigabytes."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags
+
+    job = definitions.resolve_job_def(job_name)
+    assets = frozenset(selection or [])
+    config = console_logs(verbose)
+    subset = job.as_ephemeral_job(resource_defs={}, input_values={}, asset_selection=list(assets))
+    result = core_execute_in_process(
+        job=InMemoryJob(job_def=subset), run_config=config, instance=instance, raise_on_error=False,
+        output_capturing_enabled=False,
+        run_tags=merge_run_tags(job_def=job, partition_key=partition_key, tags=None, asset_selection=list(assets),
+                                instance=instance, run_config=config),  # checks the partition key too
+        asset_selection=assets,
     )
     raise_on_failure(result)
     return result
@@ -146,10 +162,12 @@ def run_pipeline(
         result = run_job(definitions, EPSILON_GRID_JOB, instance, selection=synthetic_keys,
                          partition_key=epsilon_key(epsilon), verbose=verbose)
         seconds = time.perf_counter() - started
-        scores = result.output_for_node("synthetic__benchmark_scores")
+        partition = epsilon_key(epsilon)
+        with duckdb.connect(str(resources["duckdb"].database), read_only=True) as connection:
+            scores = read_frames(connection, *SCORES_KEY.path, partition)
+            risk = read_frame(connection, *PRIVACY_RISK_KEY.path, partition) if evaluation else None
         summary = _summary(dataset, epsilon, n_real, seconds, scores, result)
         if evaluation:
-            risk = result.output_for_node("evaluation__privacy_risk")
             summary["evaluation"] = [
                 {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
                 for row in risk.drop("report_json").iter_rows(named=True)
