@@ -521,10 +521,37 @@ def validate_wide_table(dataset: Dataset, frame: pl.DataFrame) -> ValidationRepo
     return validate_frame(frame, wide_table_suite(dataset))
 
 
+DOMAIN_BATCH_ROWS = 200_000
+"""Rows the domain suite validates at a time: GX's pandas engine copies what it checks, so a million
+synthetic rows are checked in batches and the outcomes added up. Every row is checked (the suite has no
+expectation across rows, such as uniqueness, that batches could miss)."""
+
+
 def validate_domain(
     dataset: Dataset, frame: pl.DataFrame, *, population: bool = False
 ) -> ValidationReport:
-    return validate_frame(as_numbers(dataset.spec, frame), domain_suite(dataset, population=population))
+    suite = domain_suite(dataset, population=population)
+    numbers = as_numbers(dataset.spec, frame)
+    if numbers.height <= DOMAIN_BATCH_ROWS:
+        return validate_frame(numbers, suite)
+    reports = [validate_frame(numbers.slice(start, DOMAIN_BATCH_ROWS), suite)
+               for start in range(0, numbers.height, DOMAIN_BATCH_ROWS)]
+    return ValidationReport(name=suite.name, rows=numbers.height,
+                            outcomes=tuple(_merged(batch) for batch in zip(*(r.outcomes for r in reports))))
+
+
+def _merged(outcomes: tuple[Outcome, ...]) -> Outcome:
+    """One expectation's outcome over every batch: failed if any batch failed, counts added up."""
+    def total(values):
+        values = [v for v in values if v is not None]
+        return sum(values) if values else None
+
+    failed = [o for o in outcomes if not o.success]
+    first = (failed or list(outcomes))[0]
+    examples = tuple(e for o in failed for e in o.examples)[:_EXAMPLES]
+    return replace(first, success=not failed, unexpected_count=total(o.unexpected_count for o in outcomes),
+                   element_count=total(o.element_count for o in outcomes), examples=examples,
+                   error=next((o.error for o in outcomes if o.error), None))
 
 
 def validate_schema(

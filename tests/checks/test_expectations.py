@@ -167,3 +167,24 @@ def test_importing_the_project_does_not_import_great_expectations() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_a_large_frame_is_checked_in_batches_with_the_same_outcome(tiny, monkeypatch) -> None:
+    import synth_assets.checks.expectations as expectations
+
+    dataset, _, _ = tiny
+    pool = OfflineGenerator(dataset).random(100, seed=4)
+    row = pl.int_range(pl.len())
+    bad = pool.with_columns(  # breaks in the first, a middle and the last batch
+        pl.when(row.is_in([0, 45, 99])).then(pl.lit("zeta")).otherwise(pl.col("model")).alias("model"),
+        pl.when(row == 60).then(pl.lit(2040)).otherwise(pl.col("purchase_year")).alias("purchase_year"),
+    )
+    whole = validate_domain(dataset, bad)
+    monkeypatch.setattr(expectations, "DOMAIN_BATCH_ROWS", 30)
+    batched = validate_domain(dataset, bad)
+    assert batched.rows == 100 and _counts(batched) == _counts(whole) == {
+        "model: column_values_to_be_in_set": 3, "purchase_year: column_values_to_be_between": 1}
+    assert [(o.expectation, o.column, o.success) for o in batched.outcomes] == [
+        (o.expectation, o.column, o.success) for o in whole.outcomes]
+    model = next(o for o in batched.failed if o.column == "model")
+    assert model.element_count == 100 and set(model.examples) == {"zeta"}
