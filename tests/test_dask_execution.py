@@ -66,10 +66,14 @@ def test_the_real_half_and_a_partition_run_on_dask_and_record_the_in_process_rel
     pe = {**SMALL, "checkpoint_dir": str(tmp_path / "ck_dask")}  # its own checkpoints: nothing reused
     home = tmp_path / "dagster_home"  # a persistent instance: the workers record their steps' events in it
     home.mkdir()
+    # Steps' stdout is not captured to files: Dagster's capture runs `tail -F` and stops it with SIGTERM,
+    # which the worker's children can inherit as ignored, leaving the step waiting for its tail.
+    no_compute_logs = {"compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager",
+                                        "class": "NoOpComputeLogManager"}}
     # one worker with one thread: the steps of a run write one DuckDB file, one at a time
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster, dg.instance_for_test(temp_dir=str(home)) as instance:
+    ) as cluster, dg.instance_for_test(temp_dir=str(home), overrides=no_compute_logs) as instance:
         add_epsilon_partitions(instance, dataset, [1.0])
         address = cluster.scheduler_address
         real = execute_on_dask("real_tables", tiny_dataset_dir, address, instance, database=database, pe=pe)
