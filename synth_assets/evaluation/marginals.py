@@ -172,14 +172,13 @@ def marginal_tvds(
     if ways not in (1, 2, 3):
         raise ValueError("ways must be 1, 2 or 3")
     results = []
-    # one contiguous int64 array per column, made once: a column of the row-major codes is strided
-    columns = {id(t): [np.ascontiguousarray(t.codes[:, j], dtype=np.int64) for j in range(t.codes.shape[1])]
-               for t in (real, synthetic)}
+    # the codes column-major, copied once: a column of the row-major codes is strided
+    columns = {id(t): list(np.asfortranarray(t.codes).T) for t in (real, synthetic)}
     for subset in subsets if subsets is not None else combinations(range(len(real.columns)), ways):
         size = int(np.prod(real.sizes[list(subset)]))
 
         def joint(table: BinnedTable, subset=subset) -> np.ndarray:
-            code = columns[id(table)][subset[0]]
+            code = columns[id(table)][subset[0]].astype(np.int64)
             for j in subset[1:]:
                 code = code * table.sizes[j] + columns[id(table)][j]
             return code
