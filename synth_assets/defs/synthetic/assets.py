@@ -32,6 +32,7 @@ from synth_assets.evaluation.plots import (
     marginals_png,
     markdown_image,
 )
+from synth_assets.evaluation.report import evaluation_rows
 from synth_assets.generators.base import Generator, entity_rows
 from synth_assets.generators.private_evolution import PEModel, PrivateEvolution, generation_metadata
 from synth_assets.generators.registry import REFERENCE, make_generator
@@ -67,6 +68,8 @@ REFERENCE_KEY = dg.AssetKey(["reference", "independent_marginals"])
 SCORES_KEY = dg.AssetKey(["synthetic", "benchmark_scores"])
 
 CANDIDATES = "candidates"
+PLOTTED_ROWS = 200_000
+"""Rows of each table the marginals picture of the scores is drawn from, at most (a seeded sample)."""
 VOTES = "votes"
 
 
@@ -588,20 +591,26 @@ def build_synthetic_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
         wide_table: pl.DataFrame,
     ) -> dict[str, pl.DataFrame]:
         epsilon = _epsilon(context)
-        populations = {
-            name: frame for name in configured
-            if (frame := read_partition(duckdb, population_key(name), context.partition_key)) is not None
-        }
+        plotted = [c for c in sorted(encoder.weights, key=encoder.weights.get, reverse=True)][:4]
+        # one generator's whole table in memory at a time; the picture of the marginals is drawn from a
+        # seeded sample of each (every table when smaller)
+        results, populations = [], {}
+        for name in configured:
+            rows = read_partition(duckdb, population_key(name), context.partition_key)
+            if rows is None:
+                continue
+            results.append(score_generator(dataset, name, answers, wide_table, rows))
+            populations[name] = evaluation_rows(rows, rows=PLOTTED_ROWS)
+            del rows
         if not populations:
             raise ValueError(
                 f"no generator has a population for epsilon {context.partition_key}: materialize a branch "
                 f"({', '.join(configured)}) for this partition first"
             )
-        results = [score_generator(dataset, name, answers, wide_table, rows) for name, rows in populations.items()]
         board = leaderboard(results)
         by_name = {r.generator: r for r in results}
-        plotted = [c for c in sorted(encoder.weights, key=encoder.weights.get, reverse=True)][:4]
-        marginals = marginals_png(dataset, {"real": wide_table, **populations}, plotted)
+        marginals = marginals_png(dataset, {"real": evaluation_rows(wide_table, rows=PLOTTED_ROWS), **populations},
+                                  plotted)
         curve = epsilon_curve_png(
             pl.concat(
                 [_other_partitions_summary(duckdb, context.partition_key),
