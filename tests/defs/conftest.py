@@ -37,3 +37,20 @@ def real_half_database(tiny_real_warehouse: Path, tmp_path: Path) -> Path:
     database = tmp_path / "w.duckdb"
     shutil.copyfile(tiny_real_warehouse, database)
     return database
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    lines = []
+    for event in (e for e in result.all_events if e.is_step_failure):
+        refusal = event.event_specific_data.user_failure_data
+        if refusal is not None:
+            lines.append(str(refusal.metadata["refusal"].value))
+        lines.append(event.event_specific_data.error.to_string())
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def failure_text():
+    """``failure_text(result)``: the failed steps' errors; a refusal (a dg.Failure) adds its kind, e.g.
+    BudgetExceeded."""
+    return _failure_text

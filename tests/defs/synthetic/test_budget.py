@@ -22,19 +22,8 @@ from synth_assets.resources import PrivateEvolutionResource
 SMALL = {"pool_size": 150, "selected": 50, "reference_points": 3000, "prior": "marginals"}
 
 
-def _failure_text(result: dg.ExecuteInProcessResult) -> str:
-    """The failed steps' errors; a refusal (a dg.Failure) adds its kind, e.g. BudgetExceeded."""
-    lines = []
-    for event in (e for e in result.all_events if e.is_step_failure):
-        refusal = event.event_specific_data.user_failure_data
-        if refusal is not None:
-            lines.append(str(refusal.metadata["refusal"].value))
-        lines.append(event.event_specific_data.error.to_string())
-    return "\n".join(lines)
-
-
 def test_grid_releases_are_recorded_and_the_budget_is_enforced(
-    tiny_copy: Path, tmp_path: Path, epsilon_instance
+    tiny_copy: Path, tmp_path: Path, epsilon_instance, failure_text
 ) -> None:
     spec_path = tiny_copy / "dataset.yaml"
     spec = yaml.safe_load(spec_path.read_text())
@@ -75,7 +64,7 @@ def test_grid_releases_are_recorded_and_the_budget_is_enforced(
         instance=instance,
     )
     assert not refused.success
-    message = _failure_text(refused)
+    message = failure_text(refused)
     assert "BudgetExceeded" in message and "would be exceeded" in message
     assert "spent:   epsilon 1.4" in message and "remaining: epsilon 1.0" in message
     assert ledger.spent("devices", 1e-6).releases == 3

@@ -61,17 +61,6 @@ def _run(assets, resources, synthetic, partition):
     )
 
 
-def _failure(result) -> str:
-    """The failed steps' errors; a refusal (a dg.Failure) adds its kind, e.g. BudgetExceeded."""
-    lines = []
-    for event in (e for e in result.all_events if e.is_step_failure):
-        refusal = event.event_specific_data.user_failure_data
-        if refusal is not None:
-            lines.append(str(refusal.metadata["refusal"].value))
-        lines.append(event.event_specific_data.error.to_string())
-    return "\n".join(lines)
-
-
 def _partitions(database: Path, table: str) -> set[str]:
     with duckdb.connect(str(database), read_only=True) as connection:
         exists = connection.execute(
@@ -83,13 +72,13 @@ def _partitions(database: Path, table: str) -> set[str]:
         return {row[0] for row in connection.execute(f"select distinct __partition_key from {table}").fetchall()}
 
 
-def test_a_partition_refused_for_budget_releases_nothing_not_even_its_reference(tiny_copy, tmp_path):
+def test_a_partition_refused_for_budget_releases_nothing_not_even_its_reference(tiny_copy, tmp_path, failure_text):
     """Defect 1. At budget 1.2, PE at epsilon 1 or its reference alone would fit, both do not."""
     _edit_spec(tiny_copy, lambda spec: spec["privacy"].update(budget_epsilon=1.2))
     dataset, assets, resources, synthetic, database = _graph(tiny_copy, tmp_path)
     refused = _run(assets, resources, synthetic, "1")
     assert not refused.success
-    assert "BudgetExceeded" in _failure(refused)
+    assert "BudgetExceeded" in failure_text(refused)
     assert PrivacyLedger(database).releases().height == 0
     for table in ("reference.independent_marginals", "synthetic.dp_prior", "synthetic.dp_histogram__votes"):
         assert _partitions(database, table) == set(), table
@@ -97,7 +86,7 @@ def test_a_partition_refused_for_budget_releases_nothing_not_even_its_reference(
     assert done == set()
 
 
-def test_a_paid_partition_resumes_and_reruns_when_little_budget_remains(tiny_copy, tmp_path):
+def test_a_paid_partition_resumes_and_reruns_when_little_budget_remains(tiny_copy, tmp_path, failure_text):
     """Defect 2: a crash after the histogram left the partition unfinishable once the budget was tight."""
     _edit_spec(tiny_copy, lambda spec: spec["privacy"].update(budget_epsilon=10.0))
     dataset, assets, resources, synthetic, database = _graph(tiny_copy, tmp_path)
@@ -107,13 +96,13 @@ def test_a_paid_partition_resumes_and_reruns_when_little_budget_remains(tiny_cop
     _edit_spec(tiny_copy, lambda spec: spec["privacy"].update(budget_epsilon=round(spent + 0.01, 4)))
     dataset, assets, resources, synthetic, database = _graph(tiny_copy, tmp_path)
     again = _run(assets, resources, synthetic, "1")
-    assert again.success, _failure(again)
+    assert again.success, failure_text(again)
     assert ledger.releases().height == 5 and ledger.spent(dataset.name, 1e-6).epsilon_gdp == spent  # MST prior: 3
     # what remains is not enough for another epsilon: refused, as before
     assert not _run(assets, resources, synthetic, "4").success
 
 
-def test_user_columns_named_like_internal_ones_survive_the_synthetic_half(tiny_copy, tmp_path):
+def test_user_columns_named_like_internal_ones_survive_the_synthetic_half(tiny_copy, tmp_path, failure_text):
     """Defect 3: dp_histogram appended its DP weights as a column 'weight', overwriting the user's; a
     column 'partition_key' collided with the warehouse's partition column."""
 
@@ -128,7 +117,7 @@ def test_user_columns_named_like_internal_ones_survive_the_synthetic_half(tiny_c
     # the evaluation stage too: the user's columns go through every stage that reads a synthetic table
     dataset, assets, resources, synthetic, database = _graph(tiny_copy, tmp_path, evaluation=True)
     result = _run(assets, resources, synthetic, "1")
-    assert result.success, _failure(result)
+    assert result.success, failure_text(result)
     population = result.output_for_node("synthetic__selected_population")
     assert {"weight", "partition_key"} <= set(population.columns)
     assert population["partition_key"].drop_nulls().n_unique() > 3  # the user's crash counts
@@ -139,14 +128,14 @@ def test_user_columns_named_like_internal_ones_survive_the_synthetic_half(tiny_c
     assert "weight" in histogram["candidates"].columns and histogram["votes"].columns == ["noisy_votes", "weight"]
 
 
-def test_an_empty_population_is_refused_in_the_graph_with_nothing_charged(tiny_copy, tmp_path):
+def test_an_empty_population_is_refused_in_the_graph_with_nothing_charged(tiny_copy, tmp_path, failure_text):
     """Defect 6."""
     csv = tiny_copy / "data" / "devices.csv"
     csv.write_bytes(csv.read_bytes().splitlines(keepends=True)[0])  # the header only
     dataset, assets, resources, synthetic, database = _graph(tiny_copy, tmp_path)
     refused = _run(assets, resources, synthetic, "1")
     assert not refused.success
-    assert "UnsafePrivacySetting" in _failure(refused) and "is empty" in _failure(refused)
+    assert "UnsafePrivacySetting" in failure_text(refused) and "is empty" in failure_text(refused)
     assert PrivacyLedger(database).releases().height == 0
 
 
